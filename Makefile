@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates its virtual environment when needed, installs the package, and runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+# ArviZ 1.x (DataTree) needs Python >= 3.12; the tests run on both ArviZ lines.
+PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12)
+VENV312 ?= .venv312
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: demo test test-arviz1 lint docs bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV312)/.installed: pyproject.toml
+	@test -n "$(PYTHON312)" || (echo "Python 3.12 not found: set PYTHON312=/path/to/python3.12" && exit 1)
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/llc_linear_models.py
+
+# Full suite on Python 3.11 (ArviZ 0.2x, InferenceData), then the ArviZ-facing tests on
+# Python 3.12 (ArviZ 1.x, DataTree).
+test: $(VENV)/.installed $(VENV312)/.installed
+	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV312)/bin/python -m pytest -m arviz $(PYTEST_ARGS)
+
+test-arviz1: $(VENV312)/.installed
+	$(VENV312)/bin/python -m pytest -m arviz $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks
+
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/sgld_overhead.py
+
+clean:
+	rm -rf $(VENV) $(VENV312) site .pytest_cache

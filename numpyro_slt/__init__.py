@@ -1,0 +1,14 @@
+"""numpyro-slt: singular learning theory for NumPyro.
+
+Turn a model into a localized, tempered posterior (:func:`temper`, :func:`localize`,
+:func:`restrict`), sample it with the :class:`SGLD` kernel inside ``numpyro.infer.MCMC`` and
+estimate the local learning coefficient with :func:`llc`.
+"""
+
+from .estimators.llc import llc
+from .handlers import localize, restrict, temper
+from .kernels import SGLD, SGLDState, identity, rmsprop
+
+__version__ = "0.1.0"
+
+__all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict", "llc"]

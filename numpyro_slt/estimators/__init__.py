@@ -1,0 +1,1 @@
+"""Estimators: pure functions of SGLD draws (ArviZ data or a finished MCMC)."""

@@ -1,0 +1,212 @@
+"""What the SGLD kernel needs to know about a model, and how it evaluates the potential.
+
+Inspection traces the model once, with every subsampled plate given the indices ``0..B-1``, and
+reads the marks left by :mod:`numpyro_slt.handlers`: the likelihood sites and their nβ, the
+latent sites and their localization centers, and the subsampled plates (full size N, minibatch
+size B).
+
+Evaluation follows NumPyro's ``potential_energy`` but splits the sum into its two parts,
+
+    U(u) = nβ·L_B(w) + (−log prior(u)),
+
+with u the unconstrained coordinates, w = T(u) the constrained ones, and L_B the minibatch mean
+loss per observation (NumPyro's plate already scales a minibatch by N / B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import _unconstrain_reparam
+from numpyro.primitives import Messenger
+
+from ..handlers import is_latent_site, is_likelihood_site, temper
+
+PyTree = Any
+
+
+class plate_indices(Messenger):
+    """Give subsampled plates the indices in ``indices``; others get a fixed batch.
+
+    A subsampled plate not named in ``indices`` gets ``0..B-1`` when ``fallback="first"`` or a
+    fixed random batch (drawn once with ``PRNGKey(0)``) when ``fallback="fixed"``. It also checks
+    that no plate asks for a minibatch larger than its data.
+    """
+
+    def __init__(
+        self,
+        fn: Callable | None = None,
+        indices: Mapping[str, jnp.ndarray] | None = None,
+        fallback: str = "first",
+    ):
+        self.indices = dict(indices or {})
+        self.fallback = fallback
+        self.plates: dict[str, tuple[int, int]] = {}
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "plate":
+            return
+        size, subsample_size = msg["args"]
+        if subsample_size is None or subsample_size == size:
+            return
+        if subsample_size > size:
+            raise ValueError(
+                f"plate {msg['name']!r} asks for subsample_size={subsample_size} but holds only "
+                f"size={size} items; use subsample_size <= {size}"
+            )
+        self.plates[msg["name"]] = (int(size), int(subsample_size))
+        if msg["name"] in self.indices:
+            msg["value"] = self.indices[msg["name"]]
+        elif self.fallback == "fixed":
+            msg["value"] = jax.random.choice(
+                jax.random.PRNGKey(0), size, (subsample_size,), replace=False
+            )
+        else:
+            msg["value"] = jnp.arange(subsample_size)
+
+
+@dataclass(frozen=True)
+class ReplayModel:
+    """``model`` with NumPy arguments made JAX arrays and a fixed batch for subsampled plates."""
+
+    model: Callable
+
+    def __call__(self, *args, **kwargs):
+        args, kwargs = as_jax_arrays((args, kwargs))
+        return plate_indices(self.model, fallback="fixed")(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The static facts the kernel reads off one trace of the (tempered, localized) model."""
+
+    model: Callable
+    nbeta: float
+    likelihood_sites: tuple[str, ...]
+    latent_sites: tuple[str, ...]
+    supports: dict[str, Any] = field(repr=False)
+    centers: dict[str, jnp.ndarray] = field(repr=False)  # constrained localization centers
+    gamma: dict[str, float]
+    subsampled_plates: dict[str, tuple[int, int]]
+
+    @property
+    def localized(self) -> bool:
+        return len(self.centers) == len(self.latent_sites)
+
+
+def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> ModelInfo:
+    """Trace ``model`` once and collect the facts of :class:`ModelInfo`.
+
+    A model whose observed sites carry no temper marks gets ``temper(model, nbeta=n)``, i.e.
+    β = 1, the ordinary posterior; this needs all its observed sites to count the same n.
+    """
+    trace, plates = _trace(model, model_args, model_kwargs)
+    likelihood = [s for s in trace.values() if is_likelihood_site(s)]
+    if not likelihood:
+        raise ValueError(
+            "model has no observed sites: SGLD needs a likelihood, i.e. at least one "
+            "numpyro.sample(..., obs=data) site (numpyro.factor terms are not counted)"
+        )
+    tempered = [s for s in likelihood if "slt_nbeta" in s["infer"]]
+    if not tempered:
+        counts = {s["name"]: s["infer"]["slt_n"] for s in _trace(temper(model), model_args,
+                                                                  model_kwargs)[0].values()
+                  if is_likelihood_site(s)}
+        if len(set(counts.values())) != 1:
+            raise ValueError(
+                f"observed sites count different numbers of observations {counts}; wrap the "
+                "model with slt.temper(model, nbeta, n=...) to say what n is"
+            )
+        model = temper(model, nbeta=float(next(iter(counts.values()))))
+        trace, plates = _trace(model, model_args, model_kwargs)
+        likelihood = [s for s in trace.values() if is_likelihood_site(s)]
+        tempered = likelihood
+    elif len(tempered) != len(likelihood):
+        untempered = sorted(s["name"] for s in likelihood if "slt_nbeta" not in s["infer"])
+        raise ValueError(f"observed sites {untempered} are not tempered; temper the whole model")
+    nbetas = {float(s["infer"]["slt_nbeta"]) for s in tempered}
+    if len(nbetas) != 1:
+        raise ValueError(f"observed sites were tempered with different nbeta values {nbetas}")
+    latent = [s for s in trace.values() if is_latent_site(s)]
+    if not latent:
+        raise ValueError("model has no latent sites to sample (all frozen or observed)")
+    return ModelInfo(
+        model=model,
+        nbeta=nbetas.pop(),
+        likelihood_sites=tuple(s["name"] for s in likelihood),
+        latent_sites=tuple(s["name"] for s in latent),
+        supports={s["name"]: s["fn"].support for s in latent},
+        centers={s["name"]: s["infer"]["slt_center"] for s in latent if "slt_center" in s["infer"]},
+        gamma={s["name"]: s["infer"]["slt_gamma"] for s in latent if "slt_gamma" in s["infer"]},
+        subsampled_plates=plates,
+    )
+
+
+def _trace(model: Callable, args: tuple, kwargs: dict):
+    indexed = plate_indices(model)
+    seeded = handlers.seed(indexed, rng_seed=0)
+    trace = handlers.trace(seeded).get_trace(*args, **kwargs)
+    return trace, dict(indexed.plates)
+
+
+def unconstrain(info: ModelInfo, values: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """u = T⁻¹(w) for each latent site."""
+    return {k: biject_to(info.supports[k]).inv(jnp.asarray(values[k])) for k in info.latent_sites}
+
+
+def constrain(info: ModelInfo, z: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """w = T(u) for each latent site."""
+    return {k: biject_to(info.supports[k])(z[k]) for k in info.latent_sites}
+
+
+def energy_and_loss(
+    info: ModelInfo,
+    model_args: tuple,
+    model_kwargs: dict,
+    z: dict[str, jnp.ndarray],
+    indices: Mapping[str, jnp.ndarray],
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Return (U(u), L_B(w)) on the minibatch given by the plate ``indices``.
+
+    U includes the log-Jacobian of u ↦ w, exactly as NumPyro's ``potential_energy``; L_B is the
+    untempered mean loss per observation, the tempered negative log-likelihood divided by nβ.
+    """
+    model_args, model_kwargs = as_jax_arrays((model_args, model_kwargs))
+    model = plate_indices(info.model, indices=indices)
+    model = handlers.substitute(model, substitute_fn=partial(_unconstrain_reparam, z))
+    trace = handlers.trace(model).get_trace(*model_args, **model_kwargs)
+    nll = jnp.zeros(())
+    prior_energy = jnp.zeros(())
+    for site in trace.values():
+        if site["type"] != "sample":
+            continue
+        log_prob = _site_log_prob(site)
+        if is_likelihood_site(site):
+            nll = nll - log_prob
+        else:
+            prior_energy = prior_energy - log_prob
+    return nll + prior_energy, nll / info.nbeta
+
+
+def as_jax_arrays(tree: PyTree) -> PyTree:
+    """NumPy arrays in model arguments become JAX arrays (traced minibatch indices index them)."""
+    return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
+
+
+def _site_log_prob(site: dict) -> jnp.ndarray:
+    if site["intermediates"]:
+        log_prob = site["fn"].log_prob(site["value"], site["intermediates"])
+    else:
+        log_prob = site["fn"].log_prob(site["value"])
+    if site.get("scale") is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)

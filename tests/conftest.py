@@ -1,0 +1,20 @@
+"""Shared test setup: no network, two host devices for parallel chains, small models."""
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="numpyro-slt-hf-"))
+# Two CPU devices so that chain_method="parallel" really runs on two devices.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()
+
+import pytest  # noqa: E402
+from models import make_linear_data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def linear_data():
+    return make_linear_data()

@@ -1,0 +1,82 @@
+"""Small models with known answers, shared by the tests."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+
+def make_linear_data(n: int = 20_000, d: int = 5, seed: int = 0):
+    """x ~ N(0, I_d), y = x·w0 + N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w0 = rng.normal(size=d).astype(np.float32)
+    y = (x @ w0 + rng.normal(size=n)).astype(np.float32)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def linear_model(x, y, batch_size=None):
+    """Linear regression with unit noise: ℓ(w) = ½(y − x·w)² + ½ log 2π."""
+    d = x.shape[1]
+    w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([d]).to_event(1))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Normal(x[idx] @ w, 1.0), obs=y[idx])
+
+
+def least_squares(x, y):
+    return jnp.asarray(np.linalg.lstsq(np.asarray(x), np.asarray(y), rcond=None)[0])
+
+
+def orthogonalize_noise(x: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Remove from ``noise`` its projection on the columns of ``x``.
+
+    Then the least-squares fit of the noisy data is exactly the true map, so the true parameter
+    w* is an exact minimizer of L_n and λ̂(w*) carries no bias from a non-zero gradient.
+    """
+    coef = np.linalg.lstsq(x, noise, rcond=None)[0]
+    return noise - x @ coef
+
+
+def make_rrr_data(m: int, n_out: int, h: int, r: int, n: int = 20_000, seed: int = 0):
+    """Reduced-rank regression data y = B0·A0·x + ε with rank(B0·A0) = r.
+
+    Returns (x, y, center) where center = {"A": [A0; 0] (h × m), "B": [B0, 0] (n_out × h)} is a
+    true parameter with its h − r surplus hidden units switched off.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, m))
+    a0 = rng.normal(size=(r, m))
+    b0 = rng.normal(size=(n_out, r))
+    noise = orthogonalize_noise(x, rng.normal(size=(n, n_out)))
+    y = x @ (b0 @ a0).T + noise
+    a = np.zeros((h, m))
+    a[:r] = a0
+    b = np.zeros((n_out, h))
+    b[:, :r] = b0
+    center = {"A": jnp.asarray(a, jnp.float32), "B": jnp.asarray(b, jnp.float32)}
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), center
+
+
+def rrr_model(x, y, h: int, batch_size=None):
+    """y ~ N(B·A·x, I): ℓ(A, B) = ½‖y − B·A·x‖² + const."""
+    m, n_out = x.shape[1], y.shape[1]
+    a = numpyro.sample("A", dist.Normal(0.0, 10.0).expand([h, m]).to_event(2))
+    b = numpyro.sample("B", dist.Normal(0.0, 10.0).expand([n_out, h]).to_event(2))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Normal(x[idx] @ (b @ a).T, 1.0).to_event(1), obs=y[idx])
+
+
+def make_crossing_data(n: int = 10_000, seed: int = 0):
+    """x ~ N(0, 1) and pure noise y ⟂ x, so that L_n(w) − L_n(0) = ½·mean(x²)·(Π w_i^k_i)²."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1))
+    y = orthogonalize_noise(x, rng.normal(size=(n, 1)))
+    return jnp.asarray(x[:, 0], jnp.float32), jnp.asarray(y[:, 0], jnp.float32)
+
+
+def crossing_model(x, y, powers: tuple[int, ...], batch_size=None):
+    """y ~ N(x·Π w_i^k_i, 1): a normal-crossing K(w) ∝ Π w_i^(2 k_i), λ = min_i 1/(2 k_i)."""
+    w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([len(powers)]).to_event(1))
+    product = jnp.prod(w ** jnp.asarray(powers))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Normal(x[idx] * product, 1.0), obs=y[idx])
