@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 from itertools import product
@@ -261,6 +262,7 @@ class SGLD(MCMCKernel):
             for name, (n, b) in plates.items()
         }
         total = 0.0
+        warnings.filterwarnings("ignore", message="subsample_size does not match len")
         for combo in product(*chunks.values()):
             indices = {name: jnp.asarray(idx) for name, idx in zip(chunks, combo, strict=True)}
             weight = math.prod(len(idx) / plates[name][0] for name, idx in zip(chunks, combo,

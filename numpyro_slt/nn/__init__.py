@@ -1,0 +1,55 @@
+"""``numpyro_slt.nn``: an attention-only transformer in Equinox and its component addressing.
+
+>>> import jax
+>>> from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig, get_component
+>>> model = AttentionOnlyTransformer(TransformerConfig(), key=jax.random.key(0))  # paper shape
+>>> head = get_component(model, "1:6")  # W_Q, W_K, W_V, W_O, b_Q, b_K, b_V of head 6, layer 1
+
+Import it as ``numpyro_slt.nn``; the top-level package does not import it.
+"""
+
+from .components import (
+    ComponentSpec,
+    check_head_decomposition,
+    component_mask,
+    component_names,
+    component_size,
+    get_activation,
+    get_component,
+    get_components,
+    head_outputs,
+    named_parameters,
+    parse_component,
+    replace_parameters,
+    set_component,
+    set_components,
+)
+from .config import TransformerConfig
+from .transformer import ActivationCache, AttentionOnlyTransformer, cross_entropy_from_logits
+
+__all__ = [
+    "ActivationCache",
+    "AttentionOnlyTransformer",
+    "ComponentSpec",
+    "TransformerConfig",
+    "check_head_decomposition",
+    "component_mask",
+    "component_names",
+    "component_size",
+    "cross_entropy_from_logits",
+    "get_activation",
+    "get_component",
+    "get_components",
+    "head_outputs",
+    "named_parameters",
+    "parameter_count",
+    "parse_component",
+    "replace_parameters",
+    "set_component",
+    "set_components",
+]
+
+
+def parameter_count(model: AttentionOnlyTransformer) -> int:
+    """Number of scalar parameters (array leaves) of a model."""
+    return sum(int(v.size) for v in named_parameters(model).values())

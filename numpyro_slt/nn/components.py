@@ -1,0 +1,376 @@
+"""Addressing components of an :class:`AttentionOnlyTransformer` by name.
+
+Component names (canonical form first):
+
+- ``"embed"``: the token embedding W_E;
+- ``"pos"``: the learned positional embedding W_pos;
+- ``"layer L"`` (also ``"L"``): all parameters of attention layer L (every head's W_Q, W_K, W_V,
+  W_O, b_Q, b_K, b_V, the layer's output bias b_O and, with layer norm, its LayerNorm);
+- ``"L:H"``: head H of layer L (W_Q, W_K, W_V, W_O, b_Q, b_K, b_V at index ``[L, H]``);
+  the shared output bias b_O belongs to the layer, not to any head;
+- ``"unembed"``: W_U and b_U (and the final LayerNorm, with layer norm).
+
+``embed``, ``pos``, the layers and ``unembed`` partition the parameters; a head is a part of its
+layer. On parameters, :func:`get_component` / :func:`set_component` read and replace a component's
+slices (this is the weight split w = (u, c) of a restricted posterior). On activations,
+:func:`head_outputs` and :func:`get_activation` give what a component writes to the residual stream:
+for layer l the residual stream satisfies
+
+    x^{l+1} = x^l + Σ_h out_{l,h} + b_O[l],
+    x^L = W_E[t] + W_pos + Σ_{l,h} out_{l,h} + Σ_l b_O[l],
+
+which :func:`check_head_decomposition` verifies numerically.
+"""
+
+# ruff: noqa: F722  (jaxtyping shape strings are not forward references)
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .config import TransformerConfig
+from .transformer import ActivationCache, AttentionOnlyTransformer
+
+__all__ = [
+    "ComponentSpec",
+    "check_head_decomposition",
+    "component_mask",
+    "component_names",
+    "component_size",
+    "get_activation",
+    "get_component",
+    "get_components",
+    "head_outputs",
+    "named_parameters",
+    "parse_component",
+    "replace_parameters",
+    "set_component",
+    "set_components",
+]
+
+_HEAD_FIELDS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+_LAYER_FIELDS = _HEAD_FIELDS + ("b_O",)
+_PARAM_FIELDS = (
+    "W_E",
+    "W_pos",
+    *_LAYER_FIELDS,
+    "ln_w",
+    "ln_b",
+    "ln_final_w",
+    "ln_final_b",
+    "W_U",
+    "b_U",
+)
+
+
+class ComponentSpec(NamedTuple):
+    """A parsed component name: ``kind`` and, for layers and heads, ``layer`` / ``head``."""
+
+    kind: Literal["embed", "pos", "layer", "head", "unembed"]
+    layer: int | None = None
+    head: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Canonical name: ``embed``, ``pos``, ``layer L``, ``L:H`` or ``unembed``."""
+        if self.kind == "head":
+            return f"{self.layer}:{self.head}"
+        if self.kind == "layer":
+            return f"layer {self.layer}"
+        return self.kind
+
+
+def component_names(config: TransformerConfig, *, heads_only: bool = False) -> list[str]:
+    """Canonical names of every component, in forward order.
+
+    ``["embed", "pos", "layer 0", "0:0", ..., "0:H-1", "layer 1", ..., "unembed"]``; with
+    ``heads_only=True`` only the ``"L:H"`` names.
+    """
+    names = [] if heads_only else ["embed", "pos"]
+    for l in range(config.n_layers):
+        if not heads_only:
+            names.append(f"layer {l}")
+        names.extend(f"{l}:{h}" for h in range(config.n_heads))
+    if not heads_only:
+        names.append("unembed")
+    return names
+
+
+_HEAD_RE = re.compile(r"^(\d+)\s*:\s*(\d+)$")
+_LAYER_RE = re.compile(r"^(?:layer\s*)?(\d+)$")
+
+
+def parse_component(name: str | ComponentSpec, config: TransformerConfig) -> ComponentSpec:
+    """Parse a component name (see the module docstring); ValueError lists the valid names."""
+    if isinstance(name, ComponentSpec):
+        spec = name
+    elif not isinstance(name, str):
+        raise ValueError(f"a component name must be a string, got {type(name).__name__}")
+    else:
+        s = name.strip().lower()
+        spec = None
+        if s in ("embed", "pos", "unembed"):
+            spec = ComponentSpec(s)  # type: ignore[arg-type]
+        elif m := _HEAD_RE.match(s):
+            spec = ComponentSpec("head", int(m.group(1)), int(m.group(2)))
+        elif m := _LAYER_RE.match(s):
+            spec = ComponentSpec("layer", int(m.group(1)))
+    if spec is not None:
+        layer_ok = spec.layer is None or 0 <= spec.layer < config.n_layers
+        head_ok = spec.head is None or 0 <= spec.head < config.n_heads
+        if layer_ok and head_ok:
+            return spec
+    raise ValueError(
+        f"unknown component {name!r} for a model with {config.n_layers} layers of "
+        f"{config.n_heads} heads; valid names are {component_names(config)} "
+        "(a layer may also be written as its bare number, e.g. '0')."
+    )
+
+
+def _slots(spec: ComponentSpec, config: TransformerConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(field name, index) pairs of the parameter slices that make up a component."""
+    if spec.kind == "embed":
+        return [("W_E", ())]
+    if spec.kind == "pos":
+        return [("W_pos", ())]
+    if spec.kind == "unembed":
+        slots = [("W_U", ()), ("b_U", ())]
+        if config.layer_norm:
+            slots += [("ln_final_w", ()), ("ln_final_b", ())]
+        return slots
+    if spec.kind == "head":
+        return [(f, (spec.layer, spec.head)) for f in _HEAD_FIELDS]
+    slots = [(f, (spec.layer,)) for f in _LAYER_FIELDS]
+    if config.layer_norm:
+        slots += [("ln_w", (spec.layer,)), ("ln_b", (spec.layer,))]
+    return slots
+
+
+def component_size(config: TransformerConfig, name: str | ComponentSpec) -> int:
+    """Number of scalar parameters in a component (e.g. 4·d_model·d_head + 3·d_head for a head)."""
+    spec = parse_component(name, config)
+    shapes = _slot_shapes(config)
+    return sum(int(np.prod(shapes[f][len(idx) :])) for f, idx in _slots(spec, config))
+
+
+def _slot_shapes(c: TransformerConfig) -> dict[str, tuple[int, ...]]:
+    L, H, D, E = c.n_layers, c.n_heads, c.d_model, c.d_head
+    return {
+        "W_E": (c.d_vocab, D),
+        "W_pos": (c.n_ctx, D),
+        "W_Q": (L, H, D, E),
+        "W_K": (L, H, D, E),
+        "W_V": (L, H, D, E),
+        "W_O": (L, H, E, D),
+        "b_Q": (L, H, E),
+        "b_K": (L, H, E),
+        "b_V": (L, H, E),
+        "b_O": (L, D),
+        "ln_w": (L, D),
+        "ln_b": (L, D),
+        "ln_final_w": (D,),
+        "ln_final_b": (D,),
+        "W_U": (D, c.d_vocab),
+        "b_U": (c.d_vocab,),
+    }
+
+
+def get_component(
+    model: AttentionOnlyTransformer, name: str | ComponentSpec
+) -> dict[str, Float[Array, "*shape"]]:
+    """The parameter slices of a component, keyed by field name.
+
+    E.g. ``get_component(model, "1:6")`` is ``{"W_Q": model.W_Q[1, 6], ..., "b_V": model.b_V[1,
+    6]}`` with shapes ``[d_model, d_head]`` (W_Q/W_K/W_V), ``[d_head, d_model]`` (W_O) and
+    ``[d_head]`` (biases).
+    """
+    spec = parse_component(name, model.config)
+    return {f: getattr(model, f)[idx] for f, idx in _slots(spec, model.config)}
+
+
+def get_components(
+    model: AttentionOnlyTransformer, names: Iterable[str | ComponentSpec]
+) -> dict[str, dict[str, Float[Array, "*shape"]]]:
+    """``{canonical name: get_component(model, name)}`` for several components."""
+    return {parse_component(n, model.config).name: get_component(model, n) for n in names}
+
+
+def set_component(
+    model: AttentionOnlyTransformer,
+    name: str | ComponentSpec,
+    values: Mapping[str, Float[Array, "*shape"]],
+    *,
+    partial: bool = False,
+) -> AttentionOnlyTransformer:
+    """A new model with the component's parameter slices replaced by ``values``.
+
+    ``values`` has the keys and shapes that :func:`get_component` returns (all of them unless
+    ``partial=True``); a missing or unknown key or a wrong shape is a ValueError. Values are cast
+    to the parameter's dtype. Works under ``jit`` and ``grad`` (it is a functional
+    ``.at[idx].set``), so the gradient with respect to ``values`` flows through the model.
+    """
+    spec = parse_component(name, model.config)
+    slots = dict(_slots(spec, model.config))
+    unknown = sorted(set(values) - set(slots))
+    missing = sorted(set(slots) - set(values))
+    if unknown:
+        raise ValueError(
+            f"component {spec.name!r} has no parameter(s) {unknown}; its parameters are "
+            f"{list(slots)}."
+        )
+    if missing and not partial:
+        raise ValueError(
+            f"values for component {spec.name!r} lack {missing}; pass all of {list(slots)} "
+            "or use partial=True."
+        )
+    fields, new_leaves = [], []
+    for f, idx in slots.items():
+        if f not in values:
+            continue
+        old = getattr(model, f)
+        expected = old.shape[len(idx) :]
+        v = jnp.asarray(values[f])
+        if v.shape != expected:
+            raise ValueError(
+                f"component {spec.name!r}: value for {f} has shape {tuple(v.shape)}, expected "
+                f"{tuple(expected)}."
+            )
+        v = v.astype(old.dtype)
+        fields.append(f)
+        new_leaves.append(v if not idx else old.at[idx].set(v))
+    return eqx.tree_at(lambda m: [getattr(m, f) for f in fields], model, new_leaves)
+
+
+def set_components(
+    model: AttentionOnlyTransformer,
+    values: Mapping[str | ComponentSpec, Mapping[str, Float[Array, "*shape"]]],
+) -> AttentionOnlyTransformer:
+    """Apply :func:`set_component` for several non-overlapping components.
+
+    A head together with its own layer overlaps and is a ValueError.
+    """
+    specs = [parse_component(n, model.config) for n in values]
+    layers = {s.layer for s in specs if s.kind == "layer"}
+    clash = sorted(s.name for s in specs if s.kind == "head" and s.layer in layers)
+    names = [s.name for s in specs]
+    if clash or len(set(names)) != len(names):
+        raise ValueError(
+            f"overlapping components {names}: {clash or 'duplicates'}; select either a layer or "
+            "some of its heads, each once."
+        )
+    for spec, v in zip(specs, values.values(), strict=True):
+        model = set_component(model, spec, v)
+    return model
+
+
+def component_mask(
+    model: AttentionOnlyTransformer, names: Iterable[str | ComponentSpec]
+) -> AttentionOnlyTransformer:
+    """A model-shaped pytree of bool arrays, True on the parameters of the given components.
+
+    Useful to freeze everything else (e.g. multiply a gradient by the mask) or to count the
+    selected parameters, ``sum(m.sum() for m in jax.tree.leaves(mask))``.
+    """
+    mask = jax.tree.map(lambda x: jnp.zeros(x.shape, bool), model)
+    for n in names:
+        spec = parse_component(n, model.config)
+        ones = {
+            f: jnp.ones(getattr(model, f)[idx].shape, bool) for f, idx in _slots(spec, model.config)
+        }
+        mask = set_component(mask, spec, ones)
+    return mask
+
+
+def named_parameters(model: AttentionOnlyTransformer) -> dict[str, Float[Array, "*shape"]]:
+    """All parameter arrays keyed by field name (``W_E``, ``W_pos``, ``W_Q``, …; absent LayerNorm
+    fields are omitted)."""
+    return {f: getattr(model, f) for f in _PARAM_FIELDS if getattr(model, f) is not None}
+
+
+def replace_parameters(
+    model: AttentionOnlyTransformer, params: Mapping[str, Float[Array, "*shape"]]
+) -> AttentionOnlyTransformer:
+    """A new model with whole parameter arrays replaced (any subset of :func:`named_parameters`)."""
+    current = named_parameters(model)
+    unknown = sorted(set(params) - set(current))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; the model has {list(current)}.")
+    fields, leaves = [], []
+    for f, v in params.items():
+        v = jnp.asarray(v)
+        if v.shape != current[f].shape:
+            raise ValueError(
+                f"parameter {f} has shape {tuple(current[f].shape)}, got {tuple(v.shape)}."
+            )
+        fields.append(f)
+        leaves.append(v.astype(current[f].dtype))
+    return eqx.tree_at(lambda m: [getattr(m, f) for f in fields], model, leaves)
+
+
+# ---------------------------------------------------------------------------- activations
+
+
+def head_outputs(
+    model: AttentionOnlyTransformer, tokens: Int[Array, " seq"]
+) -> Float[Array, "layer head seq d_model"]:
+    """What each head writes to the residual stream, out_{l,h} = A_{l,h} v_{l,h} W_O[l,h]."""
+    return model.run_with_cache(tokens).head_out
+
+
+def get_activation(
+    model: AttentionOnlyTransformer,
+    tokens: Int[Array, " seq"],
+    name: str | ComponentSpec,
+    *,
+    cache: ActivationCache | None = None,
+) -> Float[Array, "seq dim"]:
+    """The activation of a component on one sequence.
+
+    head ``L:H``: its output out_{L,H} ``[seq, d_model]``; ``layer L``: the layer's write
+    Σ_h out_{L,h} + b_O[L] ``[seq, d_model]``; ``embed``: W_E[t]; ``pos``: W_pos[:seq];
+    ``unembed``: the logits ``[seq, d_vocab]``. Pass ``cache`` (from ``model.run_with_cache``)
+    to avoid recomputing the forward pass.
+    """
+    spec = parse_component(name, model.config)
+    if cache is None:
+        cache = model.run_with_cache(tokens)
+    if spec.kind == "head":
+        return cache.head_out[spec.layer, spec.head]
+    if spec.kind == "layer":
+        return cache.attn_out[spec.layer]
+    if spec.kind == "embed":
+        return cache.embed
+    if spec.kind == "pos":
+        return cache.pos
+    return cache.logits
+
+
+def check_head_decomposition(
+    model: AttentionOnlyTransformer, tokens: Int[Array, " seq"]
+) -> Float[Array, ""]:
+    """Largest absolute violation of the residual-stream identities.
+
+    Checks x^{l+1} = x^l + Σ_h out_{l,h} + b_O[l] for every layer and
+    x^L = W_E[t] + W_pos + Σ_{l,h} out_{l,h} + Σ_l b_O[l], where x^{l+1} is the layer output of
+    the ordinary forward pass (:meth:`~AttentionOnlyTransformer.apply_layer`) and out_{l,h} comes
+    from :func:`head_outputs`. Returns ``max |lhs − rhs|`` (≈ float32 round-off when the identity
+    holds).
+    """
+    cache = model.run_with_cache(tokens)
+    errs = []
+    for l in range(model.config.n_layers):
+        layer_out = model.apply_layer(l, cache.resid[l])
+        rebuilt = cache.resid[l] + cache.head_out[l].sum(axis=0) + model.b_O[l]
+        errs.append(jnp.max(jnp.abs(layer_out - rebuilt)))
+    final = model.residual_from(0, model.embed(tokens))
+    total = cache.embed + cache.pos + cache.head_out.sum(axis=(0, 1)) + model.b_O.sum(axis=0)
+    errs.append(jnp.max(jnp.abs(final - total)))
+    return jnp.max(jnp.stack(errs))

@@ -1,0 +1,134 @@
+"""Shape and initialisation settings of the attention-only transformer.
+
+The defaults are the shape of the model studied by Baker, Wang, Hoogland and Murfet, *Studying
+Small Language Models with Susceptibilities* (arXiv 2504.18274): 2 attention-only layers with 8
+heads each, d_model 256, d_head 32, a vocabulary of 5,000 tokens and a context of 1,024, with a
+learned positional embedding. That is about 3.36M parameters (2.56M of them in the embedding
+and unembedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["TransformerConfig"]
+
+_POSITIVE_INTS = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of an :class:`~numpyro_slt.nn.AttentionOnlyTransformer`.
+
+    Attributes:
+        n_layers: number of attention layers.
+        n_heads: heads per layer.
+        d_model: width of the residual stream.
+        d_head: width of each head's query, key and value vectors.
+        n_ctx: maximum sequence length (rows of the learned positional embedding).
+        d_vocab: vocabulary size (rows of the token embedding, columns of the unembedding).
+        layer_norm: if ``True``, a LayerNorm (with learned scale and shift) is applied to the input
+            of every attention layer and to the residual stream before the unembedding (pre-LN);
+            if ``False`` (the default) the model has no normalisation at all.
+        ln_eps: the ε of LayerNorm, ``(x - mean) / sqrt(var + ε)``; unused without layer norm.
+        init_std: standard deviation of the normal initialisation of every weight matrix
+            (embeddings, W_Q, W_K, W_V, W_O, W_U); ``None`` means ``0.8 / sqrt(d_model)``
+            (the GPT-2-style range also used by TransformerLens). Biases start at zero and
+            LayerNorm scales at one.
+
+    The positional embedding is always learned (a ``[n_ctx, d_model]`` parameter).
+    """
+
+    n_layers: int = 2
+    n_heads: int = 8
+    d_model: int = 256
+    d_head: int = 32
+    n_ctx: int = 1024
+    d_vocab: int = 5000
+    layer_norm: bool = False
+    ln_eps: float = 1e-5
+    init_std: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"TransformerConfig.{name} must be a positive int, got {value!r} "
+                    f"(type {type(value).__name__}); pass e.g. {name}={_default(name)}."
+                )
+            if value < 1:
+                raise ValueError(
+                    f"TransformerConfig.{name} must be >= 1, got {value}; "
+                    f"pass a positive size, e.g. {name}={_default(name)}."
+                )
+        if self.d_vocab < 2:
+            raise ValueError(
+                f"TransformerConfig.d_vocab must be >= 2 for next-token prediction to mean "
+                f"anything, got {self.d_vocab}; pass the tokenizer's vocabulary size."
+            )
+        if not isinstance(self.layer_norm, bool):
+            raise ValueError(
+                f"TransformerConfig.layer_norm must be True or False, got {self.layer_norm!r}."
+            )
+        if not _is_positive_finite(self.ln_eps):
+            raise ValueError(
+                f"TransformerConfig.ln_eps must be a positive finite float, got {self.ln_eps!r}; "
+                "use e.g. ln_eps=1e-5."
+            )
+        if self.init_std is not None and not _is_positive_finite(self.init_std):
+            raise ValueError(
+                f"TransformerConfig.init_std must be None or a positive finite float, got "
+                f"{self.init_std!r}; use None for the default 0.8 / sqrt(d_model)."
+            )
+
+    @property
+    def weight_std(self) -> float:
+        """The standard deviation actually used to initialise weight matrices."""
+        return 0.8 / math.sqrt(self.d_model) if self.init_std is None else float(self.init_std)
+
+    @property
+    def n_params(self) -> int:
+        """Number of scalar parameters of a model of this shape.
+
+        embed d_vocab·d_model + pos n_ctx·d_model + per layer (4·n_heads·d_model·d_head weights,
+        3·n_heads·d_head + d_model biases, 2·d_model LayerNorm if on) + unembed d_model·d_vocab +
+        d_vocab (+ 2·d_model final LayerNorm if on).
+        """
+        hd = self.n_heads * self.d_head
+        per_layer = 4 * hd * self.d_model + 3 * hd + self.d_model
+        if self.layer_norm:
+            per_layer += 2 * self.d_model
+        total = (self.d_vocab + self.n_ctx) * self.d_model
+        total += self.n_layers * per_layer
+        total += self.d_model * self.d_vocab + self.d_vocab
+        if self.layer_norm:
+            total += 2 * self.d_model
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON-serialisable), for checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they signal a mismatched file)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TransformerConfig field(s) {unknown}; valid fields are {sorted(known)}."
+            )
+        return cls(**data)
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in fields(TransformerConfig) if f.name == name)
+
+
+def _is_positive_finite(x: Any) -> bool:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return math.isfinite(x) and x > 0
