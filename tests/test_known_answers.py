@@ -6,7 +6,8 @@ import itertools
 from fractions import Fraction
 
 import pytest
-from known_answers import rrr_case, rrr_learning_coefficient, rrr_multiplicity
+
+from numpyro_slt.theory import rrr_case, rrr_learning_coefficient, rrr_multiplicity
 
 DIMS = range(1, 9)
 
@@ -136,3 +137,19 @@ def test_continuity_across_case_boundaries():
 def test_rejects_invalid_rank(bad):
     with pytest.raises(ValueError):
         rrr_learning_coefficient(*bad)
+
+
+def test_regular_and_normal_crossing_coefficients():
+    from numpyro_slt.theory import (
+        normal_crossing_learning_coefficient,
+        regular_learning_coefficient,
+    )
+
+    assert regular_learning_coefficient(5) == 2.5
+    assert normal_crossing_learning_coefficient((1, 2)) == (0.25, 1)
+    assert normal_crossing_learning_coefficient((1, 1)) == (0.5, 2)
+    assert normal_crossing_learning_coefficient((3,)) == (1 / 6, 1)
+    with pytest.raises(ValueError, match="powers"):
+        normal_crossing_learning_coefficient((0, 1))
+    with pytest.raises(ValueError, match="num_parameters"):
+        regular_learning_coefficient(0)

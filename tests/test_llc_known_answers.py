@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from known_answers import rrr_case, rrr_learning_coefficient
 from models import (
     crossing_model,
     least_squares,
@@ -24,6 +23,11 @@ from models import (
 from numpyro.infer import MCMC
 
 import numpyro_slt as slt
+from numpyro_slt.theory import (
+    normal_crossing_learning_coefficient,
+    rrr_case,
+    rrr_learning_coefficient,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,5 +89,5 @@ def test_normal_crossing_potentials(powers, step_size, tolerance):
     result = _estimate(partial(crossing_model, powers=powers), {"w": jnp.zeros(len(powers))}, 1.0,
                        step_size, (x, y), nbeta=10_000.0, num_samples=100_000, num_chains=16,
                        control_variate=False)
-    expected = min(1 / (2 * k) for k in powers)
+    expected, _ = normal_crossing_learning_coefficient(powers)
     assert result.llc_mean.item() == pytest.approx(expected, rel=tolerance)

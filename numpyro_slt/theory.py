@@ -1,4 +1,14 @@
-"""Known exact learning coefficients used as ground truth in the test-suite.
+"""Learning coefficients known in closed form: the ground truth of the LLC estimator's tests.
+
+Regular models
+--------------
+A model whose Fisher information is non-degenerate at the truth has λ = d/2, with d the number of
+parameters (multiplicity 1).
+
+Normal crossing potentials
+--------------------------
+If near w* = 0 the population loss is K(w) = c·Π_i w_i^(2 k_i) (c > 0) and the prior is positive at
+0, then λ = min_i 1/(2 k_i), with multiplicity the number of indices attaining the minimum.
 
 Reduced-rank regression (Aoyagi & Watanabe 2005)
 ------------------------------------------------
@@ -41,7 +51,30 @@ from __future__ import annotations
 
 import operator
 
-__all__ = ["rrr_case", "rrr_learning_coefficient", "rrr_multiplicity"]
+__all__ = [
+    "normal_crossing_learning_coefficient",
+    "regular_learning_coefficient",
+    "rrr_case",
+    "rrr_learning_coefficient",
+    "rrr_multiplicity",
+]
+
+
+def regular_learning_coefficient(num_parameters: int) -> float:
+    """λ = d/2 for a regular model with d parameters."""
+    d = operator.index(num_parameters)
+    if d < 1:
+        raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
+    return d / 2
+
+
+def normal_crossing_learning_coefficient(powers: tuple[int, ...]) -> tuple[float, int]:
+    """(λ, multiplicity) of K(w) = c·Π_i w_i^(2 k_i): λ = min_i 1/(2 k_i)."""
+    powers = tuple(operator.index(k) for k in powers)
+    if not powers or min(powers) < 1:
+        raise ValueError(f"powers must be positive integers k_i, got {powers!r}")
+    smallest = min(1 / (2 * k) for k in powers)
+    return smallest, sum(1 for k in powers if 1 / (2 * k) == smallest)
 
 
 def _check(M: int, N: int, H: int, r: int) -> tuple[int, int, int, int]:
