@@ -12,7 +12,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import pytest  # noqa: E402
-from models import make_linear_data  # noqa: E402
+
+from numpyro_slt.known_models import make_linear_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")

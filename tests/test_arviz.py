@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 import xarray as xr
-from models import least_squares, linear_model, make_linear_data
 from numpyro.infer import MCMC
 
 import numpyro_slt as slt
+from numpyro_slt.known_models import least_squares, linear_model, make_linear_data
 
 pytestmark = pytest.mark.arviz
 

@@ -9,10 +9,10 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 import xarray as xr
-from models import least_squares, linear_model, make_linear_data
 from numpyro.infer import MCMC
 
 import numpyro_slt as slt
+from numpyro_slt.known_models import least_squares, linear_model, make_linear_data
 
 
 @pytest.fixture(scope="module")

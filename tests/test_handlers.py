@@ -6,11 +6,11 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from models import linear_model
 from numpyro import handlers
 from numpyro.infer.util import log_density, potential_energy
 
 import numpyro_slt as slt
+from numpyro_slt.known_models import linear_model
 
 
 def _trace(model, *args, **kwargs):

@@ -11,7 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from models import (
+from numpyro.infer import MCMC
+
+import numpyro_slt as slt
+from numpyro_slt.known_models import (
     crossing_model,
     least_squares,
     linear_model,
@@ -20,9 +23,6 @@ from models import (
     make_rrr_data,
     rrr_model,
 )
-from numpyro.infer import MCMC
-
-import numpyro_slt as slt
 from numpyro_slt.theory import (
     normal_crossing_learning_coefficient,
     rrr_case,

@@ -11,11 +11,11 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from models import least_squares, linear_model, make_linear_data
 from numpyro.infer import MCMC
 
 import numpyro_slt as slt
 from numpyro_slt.kernels import _model
+from numpyro_slt.known_models import least_squares, linear_model, make_linear_data
 
 
 def _posterior(x, y, batch_size=500, nbeta=None, gamma=10.0):
@@ -285,12 +285,11 @@ def test_parallel_chains_in_a_fresh_process_with_two_host_devices(tmp_path):
         """
         import numpyro
         numpyro.set_host_device_count(2)
-        import sys, jax, numpy as np
-        sys.path.insert(0, sys.argv[1])
+        import jax
         from functools import partial
         from numpyro.infer import MCMC
         import numpyro_slt as slt
-        from models import make_linear_data, linear_model, least_squares
+        from numpyro_slt.known_models import make_linear_data, linear_model, least_squares
         x, y = make_linear_data(n=2000, d=3)
         post = slt.localize(slt.temper(partial(linear_model, batch_size=100), 300.0),
                             {"w": least_squares(x, y)}, 10.0)
@@ -301,8 +300,7 @@ def test_parallel_chains_in_a_fresh_process_with_two_host_devices(tmp_path):
         print("llc", float(slt.llc(m).llc_mean))
         """
     ))
-    tests_dir = str(__import__("pathlib").Path(__file__).parent)
-    done = subprocess.run([sys.executable, str(script), tests_dir], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "llc" in done.stdout
