@@ -153,3 +153,18 @@ def test_regular_and_normal_crossing_coefficients():
         normal_crossing_learning_coefficient((0, 1))
     with pytest.raises(ValueError, match="num_parameters"):
         regular_learning_coefficient(0)
+
+
+def test_normal_crossing_expectation_by_quadrature():
+    from numpyro_slt.theory import normal_crossing_expected_excess
+
+    # One parameter, flat enough prior: E[nβ·c·w^(2k)] = 1/(2k) exactly when γ → 0.
+    assert normal_crossing_expected_excess((1,), 0.5, 1e4, 1e-6) == pytest.approx(0.5, rel=1e-4)
+    assert normal_crossing_expected_excess((3,), 0.5, 1e6, 1e-6) == pytest.approx(1 / 6, rel=1e-3)
+    # Localization pulls the expectation down; the grid resolution does not matter.
+    value = normal_crossing_expected_excess((1, 2), 0.5, 1e4, 1.0)
+    assert 0.2 < value < 0.25
+    assert value == pytest.approx(
+        normal_crossing_expected_excess((1, 2), 0.5, 1e4, 1.0, num_points=6001), rel=1e-4)
+    with pytest.raises(ValueError, match="powers"):
+        normal_crossing_expected_excess((1, 1, 1), 0.5, 1e4, 1.0)
