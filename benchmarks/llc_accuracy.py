@@ -12,10 +12,8 @@ import argparse
 import time
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC
 
 import numpyro_slt as slt
 from numpyro_slt.known_models import (
@@ -32,12 +30,9 @@ from numpyro_slt.theory import normal_crossing_learning_coefficient, rrr_learnin
 
 def estimate(model, center, gamma, step_size, args, *, nbeta, num_samples, num_chains=8,
              control_variate=True, seed=0):
-    posterior = slt.localize(slt.temper(model, nbeta), center, gamma)
-    kernel = slt.SGLD(posterior, step_size, control_variate=control_variate)
-    mcmc = MCMC(kernel, num_warmup=num_samples // 5, num_samples=num_samples,
-                num_chains=num_chains, chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), *args)
-    return slt.llc(mcmc)
+    return slt.estimate_llc(model, center, *args, nbeta=nbeta, gamma=gamma, step_size=step_size,
+                            num_samples=num_samples, num_chains=num_chains,
+                            control_variate=control_variate, seed=seed, progress_bar=False)
 
 
 def cases():

@@ -7,11 +7,9 @@ after 2,000 burn-in steps.
 
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import MCMC
 
 import numpyro_slt as slt
 from numpyro_slt.known_models import (
@@ -35,12 +33,9 @@ pytestmark = pytest.mark.slow
 
 def _estimate(model, center, gamma, step_size, args, *, nbeta, num_samples, num_chains=8,
               control_variate=True, seed=0):
-    posterior = slt.localize(slt.temper(model, nbeta), center, gamma)
-    kernel = slt.SGLD(posterior, step_size, control_variate=control_variate)
-    mcmc = MCMC(kernel, num_warmup=num_samples // 5, num_samples=num_samples,
-                num_chains=num_chains, chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), *args)
-    return slt.llc(mcmc)
+    return slt.estimate_llc(model, center, *args, nbeta=nbeta, gamma=gamma, step_size=step_size,
+                            num_samples=num_samples, num_chains=num_chains,
+                            control_variate=control_variate, seed=seed, progress_bar=False)
 
 
 @pytest.mark.parametrize("d", [3, 8])

@@ -13,15 +13,17 @@ and the mean over all steps after draw b is (c_K·m_K − c_b·m_b) / (c_K − c
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+import jax
 import numpy as np
 import xarray as xr
 
 from .._arviz import sample_stats
 from ..diagnostics import ess_rhat
 
-__all__ = ["llc"]
+__all__ = ["estimate_llc", "llc"]
 
 _REQUIRED = ("mean_excess_loss", "mean_count", "init_loss", "nbeta")
 
@@ -140,3 +142,48 @@ def _usable_chains(stats: xr.Dataset, mean: np.ndarray, on_divergence: str) -> n
         raise FloatingPointError(f"SGLD diverged (NaN or Inf): {report}; {advice}")
     warnings.warn(f"dropping diverged chains: {report}; {advice}", stacklevel=3)
     return np.flatnonzero(~bad)
+
+
+def estimate_llc(
+    model: Callable,
+    center: Mapping[str, Any],
+    *model_args: Any,
+    nbeta: float,
+    gamma: float,
+    step_size: float,
+    num_samples: int = 1_000,
+    num_warmup: int | None = None,
+    num_chains: int = 4,
+    chain_method: str = "vectorized",
+    thinning: int = 1,
+    control_variate: bool = True,
+    preconditioner: Any = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+    **model_kwargs: Any,
+) -> xr.Dataset:
+    """One call from a model and its trained parameters to λ̂, like devinterp's
+    ``estimate_learning_coeff``: ``temper`` → ``localize`` → ``SGLD`` in ``MCMC`` → :func:`llc`.
+
+    :param model: a NumPyro model with an observed site (subsample its data plate for minibatches).
+    :param center: the trained parameters w*, a dict keyed by latent site.
+    :param model_args: the model's positional arguments (the data); ``model_kwargs`` likewise.
+    :param num_warmup: burn-in steps; defaults to ``num_samples // 5``.
+    :return: the Dataset of :func:`llc`, with the run's settings in ``attrs``.
+    """
+    from numpyro.infer import MCMC
+
+    from ..handlers import localize, temper
+    from ..kernels import SGLD
+
+    posterior = localize(temper(model, nbeta), center, gamma)
+    kernel = SGLD(posterior, step_size, control_variate=control_variate,
+                  preconditioner=preconditioner)
+    mcmc = MCMC(kernel, num_warmup=num_samples // 5 if num_warmup is None else num_warmup,
+                num_samples=num_samples, num_chains=num_chains, chain_method=chain_method,
+                thinning=thinning, progress_bar=progress_bar)
+    mcmc.run(jax.random.PRNGKey(seed), *model_args, **model_kwargs)
+    result = llc(mcmc)
+    result.attrs.update(gamma=float(gamma), step_size=float(step_size), num_chains=num_chains,
+                        num_samples=num_samples, seed=seed, control_variate=int(control_variate))
+    return result
