@@ -304,3 +304,22 @@ def test_parallel_chains_in_a_fresh_process_with_two_host_devices(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "llc" in done.stdout
+
+
+def test_mala_estimate_equals_its_long_form():
+    """a = −ΔU_trapezoid + log q(z|z') − log q(z'|z) collapses to (ε/8)·Σ G(g² − g'²)."""
+    from numpyro_slt.kernels.sgld import _mala_acceptance, _weighted_sq_norm
+
+    rng = np.random.default_rng(0)
+    z, z_new, g = (rng.normal(size=7) for _ in range(3))
+    g_new = 3.0 * rng.normal(size=7)
+    metric = rng.uniform(0.5, 2.0, size=7)
+    eps = 0.1
+    d = z_new - z
+    forward = d + 0.5 * eps * metric * g
+    backward = -d + 0.5 * eps * metric * g_new
+    log_q_ratio = np.sum((forward**2 - backward**2) / (2 * eps * metric))
+    a = log_q_ratio - 0.5 * np.sum((g + g_new) * d)
+    assert -5 < a < 0  # a proper test of the formula, not of min(1, ·)
+    short = _mala_acceptance(_weighted_sq_norm(metric, g), _weighted_sq_norm(metric, g_new), eps)
+    np.testing.assert_allclose(short, min(1.0, np.exp(a)), rtol=1e-5)
