@@ -323,3 +323,13 @@ def test_mala_estimate_equals_its_long_form():
     assert -5 < a < 0  # a proper test of the formula, not of min(1, ·)
     short = _mala_acceptance(_weighted_sq_norm(metric, g), _weighted_sq_norm(metric, g_new), eps)
     np.testing.assert_allclose(short, min(1.0, np.exp(a)), rtol=1e-5)
+
+
+def test_keep_draws_false_keeps_only_statistics(small_data):
+    x, y = small_data
+    posterior = _posterior(x, y, batch_size=128)
+    kept = _run(slt.SGLD(posterior, 1e-4), x, y, num_samples=100)
+    light = _run(slt.SGLD(posterior, 1e-4, keep_draws=False), x, y, num_samples=100)
+    assert light.get_samples() == {}
+    np.testing.assert_array_equal(light.get_extra_fields()["loss"], kept.get_extra_fields()["loss"])
+    np.testing.assert_allclose(slt.llc(light).llc_per_chain, slt.llc(kept).llc_per_chain)

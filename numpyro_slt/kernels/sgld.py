@@ -114,6 +114,9 @@ class SGLD(MCMCKernel):
         expectation, while the minibatch noise shared by w and w* cancels (on a linear regression
         with n = 20,000 and B = 500 the per-step standard deviation of nβ·excess drops from about
         60 to about 1). Costs one extra forward pass at w* per step.
+    :param keep_draws: if False, ``MCMC`` keeps no parameter draws (``get_samples()`` is empty),
+        only the per-draw statistics (loss, running mean, diagnostics): memory grows with draws ×
+        statistics, never draws × parameters. What an LLC of a large network needs.
     :param init_strategy: start values for latent sites that are not localized (NumPyro init
         strategy; evaluated with ``PRNGKey(0)`` so that all chains share the reference point).
     """
@@ -130,6 +133,7 @@ class SGLD(MCMCKernel):
         init_loss: float | None = None,
         init_loss_batches: int | None = None,
         control_variate: bool = False,
+        keep_draws: bool = True,
         init_strategy: Callable = init_to_uniform,
     ):
         if not callable(model):
@@ -163,12 +167,14 @@ class SGLD(MCMCKernel):
         self._init_loss = None if init_loss is None else float(init_loss)
         self.init_loss_batches = init_loss_batches
         self.control_variate = bool(control_variate)
+        self.keep_draws = bool(keep_draws)
         self.init_strategy = init_strategy
         self._info: _model.ModelInfo | None = None
         self._reference: tuple[dict[str, jnp.ndarray], float] | None = None
         self._setup_key: tuple | None = None
         self._num_warmup = 0
         self._sample_fn: Callable | None = None
+        self._init_fns: tuple[Callable, Callable] | None = None
 
     # -- what MCMC and ArviZ read -------------------------------------------------------------
 
@@ -214,6 +220,8 @@ class SGLD(MCMCKernel):
 
     def postprocess_fn(self, model_args: tuple, model_kwargs: dict | None) -> Callable:
         info = self._setup(model_args, model_kwargs or {})
+        if not self.keep_draws:
+            return _no_draws
         return partial(_model.constrain, info)
 
     # -- setup shared by all chains -----------------------------------------------------------
@@ -235,6 +243,7 @@ class SGLD(MCMCKernel):
                 "and the data"
             )
         self._info, self._reference, self._setup_key = info, (reference, init_loss), key
+        self._init_fns = None  # jitted per-chain init, built for these model arguments
         return info
 
     def _reference_point(self, info, model_args, model_kwargs) -> dict[str, jnp.ndarray]:
@@ -288,33 +297,10 @@ class SGLD(MCMCKernel):
         model_kwargs = model_kwargs or {}
         info = self._setup(model_args, model_kwargs)
         self._num_warmup = int(num_warmup)
-        reference, init_loss = self._reference
-        value_and_grad = self._value_and_grad(info, model_args, model_kwargs)
-
-        def init_one(key, z):
-            key, batch_key = jax.random.split(key)
-            (energy, loss), grad = value_and_grad(z, self._draw_indices(info, batch_key))
-            grad_sq = _sq_norm(grad)
-            finite = jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
-            return SGLDState(
-                i=jnp.array(0, dtype=jnp.int32),
-                z=z,
-                z_grad=grad,
-                potential_energy=energy,
-                loss=loss,
-                mean_excess_loss=jnp.zeros_like(loss),
-                mean_count=jnp.array(0, dtype=jnp.int32),
-                init_loss=jnp.asarray(init_loss, dtype=loss.dtype),
-                nbeta=jnp.asarray(info.nbeta, dtype=loss.dtype),
-                grad_norm=jnp.sqrt(grad_sq),
-                distance=_norm(jax.tree.map(jnp.subtract, z, reference)),
-                mala_accept=jnp.ones_like(loss),
-                diverging=~finite,
-                diverged_at=jnp.where(finite, -1, 0).astype(jnp.int32),
-                precond_state=self.preconditioner.init(z),
-                rng_key=key,
-            )
-
+        reference, _ = self._reference
+        if self._init_fns is None:
+            init_one = partial(self._init_one, model_args=model_args, model_kwargs=model_kwargs)
+            self._init_fns = (jax.jit(init_one), jax.jit(jax.vmap(init_one)))
         if init_params is not None:
             unknown = set(init_params) ^ set(info.latent_sites)
             if unknown:
@@ -325,7 +311,7 @@ class SGLD(MCMCKernel):
         single = is_prng_key(rng_key)
         if single:
             z0 = reference if init_params is None else dict(init_params)
-            state = jax.jit(init_one)(rng_key, z0)
+            state = self._init_fns[0](rng_key, z0)
             self._sample_fn = self._sample_one
         else:
             num_chains = rng_key.shape[0]
@@ -333,9 +319,37 @@ class SGLD(MCMCKernel):
                 z0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), reference)
             else:
                 z0 = dict(init_params)
-            state = jax.jit(jax.vmap(init_one))(rng_key, z0)
+            state = self._init_fns[1](rng_key, z0)
             self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
         return state
+
+    def _init_one(self, key, z, model_args, model_kwargs) -> SGLDState:
+        """The state of one chain at z: the loss and gradient on a first minibatch."""
+        info = self.info
+        reference, init_loss = self._reference
+        key, batch_key = jax.random.split(key)
+        value_and_grad = self._value_and_grad(info, model_args, model_kwargs)
+        (energy, loss), grad = value_and_grad(z, self._draw_indices(info, batch_key))
+        grad_sq = _sq_norm(grad)
+        finite = jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
+        return SGLDState(
+            i=jnp.array(0, dtype=jnp.int32),
+            z=z,
+            z_grad=grad,
+            potential_energy=energy,
+            loss=loss,
+            mean_excess_loss=jnp.zeros_like(loss),
+            mean_count=jnp.array(0, dtype=jnp.int32),
+            init_loss=jnp.asarray(init_loss, dtype=loss.dtype),
+            nbeta=jnp.asarray(info.nbeta, dtype=loss.dtype),
+            grad_norm=jnp.sqrt(grad_sq),
+            distance=_norm(jax.tree.map(jnp.subtract, z, reference)),
+            mala_accept=jnp.ones_like(loss),
+            diverging=~finite,
+            diverged_at=jnp.where(finite, -1, 0).astype(jnp.int32),
+            precond_state=self.preconditioner.init(z),
+            rng_key=key,
+        )
 
     def sample(self, state: SGLDState, model_args, model_kwargs) -> SGLDState:
         return self._sample_fn(state, model_args, model_kwargs or {})
@@ -418,6 +432,10 @@ def _weighted_sq_norm(metric, grad) -> jnp.ndarray:
     """Σ G·g² over all leaves."""
     return sum(jnp.sum(G * g * g) for G, g in zip(jax.tree.leaves(metric), jax.tree.leaves(grad),
                                                    strict=True))
+
+
+def _no_draws(z):
+    return {}
 
 
 def _normal_like(key, tree):
