@@ -76,27 +76,29 @@ def test_reduced_rank_regression_matches_aoyagi_watanabe(shape):
 
 
 @pytest.mark.parametrize(
-    ("powers", "step_size", "num_chains", "tolerance"),
-    [((1,), 1e-5, 16, 0.10), ((3,), 1e-4, 16, 0.10), ((1, 2), 1e-4, 32, 0.10),
-     ((1, 1), 1e-4, 32, 0.15)],
+    ("powers", "gamma", "step_size", "num_chains"),
+    [((1,), 1.0, 1e-5, 16), ((3,), 1.0, 1e-4, 16), ((1, 2), 1.0, 1e-4, 32),
+     ((1, 1), 10.0, 1e-4, 32)],
 )
-def test_normal_crossing_potentials(powers, step_size, num_chains, tolerance):
+def test_normal_crossing_potentials(powers, gamma, step_size, num_chains):
     """K(w) = ½·mean(x²)·Π w_i^(2 k_i) at w* = 0: λ = min_i 1/(2 k_i).
 
     The estimate is checked against the exact E[nβ·K] of the localized tempered posterior
-    (quadrature) and, for multiplicity 1, against λ itself. With multiplicity 2 ((1, 1)) the
-    finite-nβ value sits below λ by about (m − 1)/log nβ, which the quadrature shows.
+    (quadrature) and, for multiplicity 1, against λ itself, both within 10%. With multiplicity 2
+    ((1, 1)) the finite-nβ value sits well below λ (by about (m − 1)/log nβ, and γ = 10 keeps the
+    chains off the long arms of the cross where ε = 1e-4 would be too coarse), so only the exact
+    value is the reference there.
     """
     x, y = make_crossing_data(n=1_000)
-    nbeta, gamma = 10_000.0, 1.0
+    nbeta = 10_000.0
     result = _estimate(partial(crossing_model, powers=powers), {"w": jnp.zeros(len(powers))},
                        gamma, step_size, (x, y), nbeta=nbeta, num_samples=100_000,
                        num_chains=num_chains, control_variate=False)
     scale = 0.5 * float(jnp.mean(x**2))
     exact = normal_crossing_expected_excess(powers, scale, nbeta, gamma)
     expected, multiplicity = normal_crossing_learning_coefficient(powers)
-    assert result.llc_mean.item() == pytest.approx(exact, rel=tolerance)
+    assert result.llc_mean.item() == pytest.approx(exact, rel=0.10)
     if multiplicity == 1:
-        assert result.llc_mean.item() == pytest.approx(expected, rel=tolerance)
+        assert result.llc_mean.item() == pytest.approx(expected, rel=0.10)
     else:
-        assert exact < 0.9 * expected
+        assert exact < 0.8 * expected
