@@ -1,0 +1,146 @@
+"""The NumPyro model of a language model: latent parameters, observed next tokens.
+
+For an attention-only transformer f_w and token sequences t ([sequences, context]) the model is
+
+    w ~ prior                                   (one latent site per sampled parameter array)
+    for each sequence s in plate("sequences", N, subsample_size=B):
+        t[s, i+1] ~ Categorical(logits = f_w(t[s, :i+1]))   for i = 0 .. context − 2
+
+so ℓ_xy(w) = −log p(y | x, w) is the next-token cross-entropy and n counts predicted tokens,
+N·(context − 1). Wrapped in :func:`numpyro_slt.temper` and :func:`numpyro_slt.localize` (with
+:func:`parameter_sites` as the center) it is the localized tempered posterior of DESIGN.md; with
+``components`` only those components' parameters are latent and the rest of the network stays at its
+trained value, which is the weight-restricted posterior.
+
+Site names: a whole-network site is the parameter's field name (``"W_Q"``); a component site is
+``"<component>/<field>"`` (``"1:6/W_Q"``, ``"embed/W_E"``).
+"""
+
+# ruff: noqa: F722
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jaxtyping import Array, Float, Int
+
+from .components import get_component, named_parameters, parse_component, replace_parameters
+from .components import set_component as _set_component
+from .transformer import AttentionOnlyTransformer
+
+__all__ = ["language_model", "parameter_sites", "network_at"]
+
+
+def parameter_sites(
+    network: AttentionOnlyTransformer, components: Iterable[str] | None = None
+) -> dict[str, Float[Array, "*shape"]]:
+    """The latent site values of the model at the network's parameters: the center w* for
+    :func:`numpyro_slt.localize`. Whole network when ``components`` is None."""
+    if components is None:
+        return dict(named_parameters(network))
+    sites: dict[str, jnp.ndarray] = {}
+    for name in _canonical(network, components):
+        for field, value in get_component(network, name).items():
+            sites[f"{name}/{field}"] = value
+    return sites
+
+
+def network_at(
+    network: AttentionOnlyTransformer,
+    values: Mapping[str, Float[Array, "*shape"]],
+    components: Iterable[str] | None = None,
+) -> AttentionOnlyTransformer:
+    """The network with the site ``values`` (as named by :func:`parameter_sites`) put in."""
+    if components is None:
+        return replace_parameters(network, values)
+    for name in _canonical(network, components):
+        prefix = f"{name}/"
+        part = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        network = _set_component(network, name, part)
+    return network
+
+
+def language_model(
+    network: AttentionOnlyTransformer,
+    components: Iterable[str] | None = None,
+    batch_size: int | None = None,
+    prior_scale: float = 1.0,
+) -> Callable[[Int[Array, "sequences context"]], None]:
+    """A NumPyro model ``model(tokens)`` for next-token prediction with ``network``.
+
+    :param network: the trained network; its parameters not selected stay fixed.
+    :param components: names of the components to sample (``"1:6"``, ``"embed"``, ``"layer 0"``,
+        …); None samples every parameter. Unknown names raise a ValueError listing valid ones.
+    :param batch_size: sequences per minibatch (the plate's ``subsample_size``); None uses all.
+    :param prior_scale: standard deviation of the placeholder N(0, s²) priors, which
+        :func:`numpyro_slt.localize` replaces.
+    """
+    if components is not None:
+        components = _canonical(network, components)
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    shapes = {name: value.shape for name, value in parameter_sites(network, components).items()}
+
+    def model(tokens: Int[Array, "sequences context"]) -> None:
+        tokens = _check_tokens(tokens, network)
+        values = {
+            name: numpyro.sample(name, dist.Normal(0.0, prior_scale).expand(shape)
+                                 .to_event(len(shape)))
+            for name, shape in shapes.items()
+        }
+        current = network_at(network, values, components)
+        sequences = numpyro.plate("sequences", tokens.shape[0], subsample_size=batch_size, dim=-2)
+        with sequences as idx:
+            batch = tokens[idx.reshape(-1)]
+            logits = jax.vmap(current)(batch[:, :-1])
+            numpyro.sample("next_token", dist.Categorical(logits=logits), obs=batch[:, 1:])
+
+    model.network = network
+    model.components = components
+    return model
+
+
+def _canonical(network: AttentionOnlyTransformer, components: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(components, str):
+        components = (components,)
+    names = tuple(parse_component(name, network.config).name for name in components)
+    if not names:
+        raise ValueError("components must name at least one component, or be None for all")
+    if len(set(names)) != len(names):
+        raise ValueError(f"components {list(names)} name a component twice")
+    return names
+
+
+def _check_tokens(tokens, network: AttentionOnlyTransformer):
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(
+            f"tokens must have shape (sequences, context), got {tuple(tokens.shape)}; stack the "
+            "input_ids of a dataset into one 2-D integer array"
+        )
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
+    sequences, context = tokens.shape
+    if sequences == 0:
+        raise ValueError("tokens holds no sequences; pass a non-empty dataset")
+    if context < 2:
+        raise ValueError(f"sequences need at least 2 tokens to predict one, got context {context}")
+    if context > network.config.n_ctx:
+        raise ValueError(
+            f"sequences have {context} tokens but the network's context is "
+            f"{network.config.n_ctx}; cut them to n_ctx tokens"
+        )
+    if not isinstance(tokens, jax.core.Tracer):
+        concrete = np.asarray(tokens)  # checked once, when the model is traced
+        low, high = int(concrete.min()), int(concrete.max())
+        if low < 0 or high >= network.config.d_vocab:
+            raise ValueError(
+                f"token ids must lie in [0, {network.config.d_vocab - 1}] (the vocabulary), got "
+                f"ids from {low} to {high}; re-tokenize with the network's tokenizer"
+            )
+    return tokens

@@ -1,0 +1,140 @@
+"""The NumPyro posterior of an Equinox language model, with temper, localize, SGLD and llc."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from numpyro.infer import MCMC
+
+import numpyro_slt as slt
+from numpyro_slt.kernels import _model
+from numpyro_slt.nn import (
+    AttentionOnlyTransformer,
+    TransformerConfig,
+    get_component,
+    named_parameters,
+)
+from numpyro_slt.nn.posterior import language_model, network_at, parameter_sites
+
+CONFIG = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=16, d_vocab=12)
+
+
+def _tokens(num_sequences=64, seed=0):
+    """Sequences whose second half repeats the first: learnable structure."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, CONFIG.d_vocab, size=(num_sequences, 8))
+    return jnp.asarray(np.concatenate([first, first], axis=1), jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small network trained for a few hundred Adam steps, so that w* is near a minimum."""
+    tokens = _tokens()
+    network = AttentionOnlyTransformer(CONFIG, key=jax.random.PRNGKey(0))
+    optimizer = optax.adam(3e-2)
+    params = named_parameters(network)
+    state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, state):
+        def loss(p):
+            return jnp.mean(jax.vmap(replace(p).token_losses)(tokens))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = optimizer.update(grads, state)
+        return optax.apply_updates(params, updates), state, value
+
+    def replace(p):
+        return network_at(network, p)
+
+    for _ in range(300):
+        params, state, value = step(params, state)
+    return network_at(network, params), tokens, float(value)
+
+
+def test_gradient_equals_direct_tempered_localized_loss(trained):
+    network, tokens, _ = trained
+    nbeta, gamma = 50.0, 30.0
+    center = parameter_sites(network)
+    posterior = slt.localize(slt.temper(language_model(network, batch_size=16), nbeta), center,
+                             gamma)
+    info = _model.inspect_model(posterior, (tokens,), {})
+    assert info.subsampled_plates == {"sequences": (64, 16)}
+    indices = {"sequences": jnp.arange(5, 21)}
+    shifted = jax.tree.map(lambda x: x + 0.01, center)
+
+    def direct(values):
+        losses = jax.vmap(network_at(network, values).token_losses)(tokens[5:21])
+        prior = sum(jnp.sum((values[k] - center[k]) ** 2) for k in values)
+        return nbeta * jnp.mean(losses) + 0.5 * gamma * prior
+
+    grad = jax.grad(lambda z: _model.energy_and_loss(info, (tokens,), {}, z, indices)[0])(shifted)
+    expected = jax.grad(direct)(shifted)
+    for name in center:
+        np.testing.assert_allclose(grad[name], expected[name], rtol=2e-3, atol=1e-4)
+    # n counts predicted tokens: sequences × (context − 1)
+    tr = jax.tree.map(lambda x: x, _model._trace(posterior, (tokens,), {})[0])
+    assert tr["next_token"]["infer"]["slt_n"] == 64 * 15
+
+
+def test_restricted_run_moves_only_the_selected_component(trained):
+    network, tokens, _ = trained
+    components = ["1:0"]
+    center = parameter_sites(network, components)
+    assert set(center) == {f"1:0/{f}" for f in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+    posterior = slt.localize(slt.temper(language_model(network, components, batch_size=16),
+                                        100.0), center, 100.0)
+    mcmc = MCMC(slt.SGLD(posterior, 1e-4), num_warmup=0, num_samples=20, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), tokens)
+    draws = mcmc.get_samples()
+    assert set(draws) == set(center)
+    last = {k: v[-1] for k, v in draws.items()}
+    assert not np.allclose(last["1:0/W_Q"], center["1:0/W_Q"])
+    moved = network_at(network, last, components)
+    before, after = named_parameters(network), named_parameters(moved)
+    for field in before:
+        changed = np.asarray(before[field] != after[field])
+        if field in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V"):
+            outside = changed.copy()
+            outside[1, 0] = False
+            assert not outside.any(), field
+        else:
+            assert not changed.any(), field
+    np.testing.assert_array_equal(get_component(moved, "1:1")["W_Q"],
+                                  get_component(network, "1:1")["W_Q"])
+
+
+@pytest.mark.parametrize("components", [None, ["1:0"]], ids=["full", "head-1:0"])
+def test_llc_of_a_trained_network_end_to_end(trained, components):
+    network, tokens, _ = trained
+    center = parameter_sites(network, components)
+    n = tokens.shape[0] * (tokens.shape[1] - 1)
+    posterior = slt.localize(slt.temper(language_model(network, components, batch_size=16),
+                                        n / np.log(n)), center, 100.0)
+    kernel = slt.SGLD(posterior, 1e-4, control_variate=True, keep_draws=components is not None)
+    mcmc = MCMC(kernel, num_warmup=50, num_samples=300, num_chains=2,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(1), tokens)
+    result = slt.llc(mcmc)
+    assert np.isfinite(result.llc_mean.item()) and result.llc_mean.item() > 0
+    assert np.isfinite(result.loss_rhat.item())
+    if components is None:
+        assert mcmc.get_samples() == {}
+
+
+def test_bad_tokens_and_components(trained):
+    network, tokens, _ = trained
+    model = language_model(network)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 11\]"):
+        _model.inspect_model(model, (tokens + 5,), {})
+    with pytest.raises(ValueError, match="context is 16"):
+        _model.inspect_model(model, (jnp.zeros((4, 20), jnp.int32),), {})
+    with pytest.raises(ValueError, match="no sequences"):
+        _model.inspect_model(model, (jnp.zeros((0, 8), jnp.int32),), {})
+    with pytest.raises(ValueError, match="shape \\(sequences, context\\)"):
+        _model.inspect_model(model, (jnp.zeros(8, jnp.int32),), {})
+    with pytest.raises(ValueError, match="1:7"):
+        language_model(network, ["1:7"])
+    with pytest.raises(ValueError, match="batch_size"):
+        language_model(network, batch_size=0)
