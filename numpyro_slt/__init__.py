@@ -5,6 +5,7 @@ Turn a model into a localized, tempered posterior (:func:`temper`, :func:`locali
 estimate the local learning coefficient with :func:`llc`.
 """
 
+from .checkpoint import sample_checkpointed
 from .estimators.llc import estimate_llc, llc
 from .handlers import localize, restrict, temper
 from .kernels import SGLD, SGLDState, identity, rmsprop
@@ -12,4 +13,4 @@ from .kernels import SGLD, SGLDState, identity, rmsprop
 __version__ = "0.1.0"
 
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict", "llc",
-           "estimate_llc"]
+           "estimate_llc", "sample_checkpointed"]
