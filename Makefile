@@ -4,7 +4,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 # ArviZ 1.x (DataTree) needs Python >= 3.12; the tests run on both ArviZ lines.
-PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || command -v python3.12)
+PYTHON312 ?= $(shell for v in $$(pyenv versions --bare 2>/dev/null | grep '^3\.12'); do \
+	  echo "$$(pyenv root)/versions/$$v/bin/python3.12"; break; done)
+ifeq ($(strip $(PYTHON312)),)
+PYTHON312 := $(shell command -v python3.12 2>/dev/null)
+endif
 VENV312 ?= .venv312
 PYTEST_ARGS ?=
 
@@ -31,13 +35,18 @@ demo: $(VENV)/.installed
 
 # Full suite on Python 3.11 (ArviZ 0.2x, InferenceData), then every test but the slow
 # known-answer runs on Python 3.12 (ArviZ 1.x, DataTree; a newer JAX).
-test: $(VENV)/.installed $(VENV312)/.installed
+test: $(VENV)/.installed
 	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
-	$(VENV312)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+ifneq ($(strip $(PYTHON312)),)
+	$(MAKE) test-arviz1
+else
+	@echo "WARNING: Python 3.12 not found; the ArviZ 1.x (DataTree) half of the tests did not run."
+	@echo "         Install Python 3.12 or set PYTHON312=/path/to/python3.12."
+endif
 
 test-arviz1: $(VENV312)/.installed
-	$(VENV312)/bin/python -m pytest -m arviz $(PYTEST_ARGS)
+	$(VENV312)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks
