@@ -9,8 +9,9 @@ from .checkpoint import sample_checkpointed
 from .estimators.llc import estimate_llc, llc
 from .handlers import localize, restrict, temper
 from .kernels import SGLD, SGLDState, identity, rmsprop
+from .report import ChainReport, check_chains
 
 __version__ = "0.1.0"
 
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict", "llc",
-           "estimate_llc", "sample_checkpointed"]
+           "estimate_llc", "sample_checkpointed", "check_chains", "ChainReport"]
