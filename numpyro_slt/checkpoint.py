@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC
 from numpyro.infer.mcmc import MCMCKernel
+
+from ._io import atomic_write
 
 __all__ = ["sample_checkpointed", "load_draws"]
 
@@ -200,27 +201,13 @@ def _unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, mode) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    _atomic_write(path, lambda stream: np.savez(stream, **arrays), "wb")
+    atomic_write(path, lambda stream: np.savez(stream, **arrays), "wb")
 
 
 def _write_pickle(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda stream: pickle.dump(obj, stream), "wb")
+    atomic_write(path, lambda stream: pickle.dump(obj, stream), "wb")
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda stream: json.dump(obj, stream, indent=2), "w")
+    atomic_write(path, lambda stream: json.dump(obj, stream, indent=2), "w")
