@@ -25,9 +25,41 @@ from .components import (
     set_components,
 )
 from .config import TransformerConfig
+from .induction import (
+    copy_losses,
+    default_probe_length,
+    induction_scores,
+    previous_token_scores,
+    repeated_random_tokens,
+    score_from_patterns,
+    score_table,
+)
+from .train import (
+    TrainConfig,
+    batch_at,
+    induction_mixture,
+    learning_rate_schedule,
+    load_checkpoint,
+    make_optimizer,
+    train,
+)
 from .transformer import ActivationCache, AttentionOnlyTransformer, cross_entropy_from_logits
 
 __all__ = [
+    "TrainConfig",
+    "batch_at",
+    "copy_losses",
+    "default_probe_length",
+    "induction_mixture",
+    "induction_scores",
+    "learning_rate_schedule",
+    "load_checkpoint",
+    "make_optimizer",
+    "previous_token_scores",
+    "repeated_random_tokens",
+    "score_from_patterns",
+    "score_table",
+    "train",
     "ActivationCache",
     "AttentionOnlyTransformer",
     "ComponentSpec",
