@@ -7,6 +7,7 @@ estimate the local learning coefficient with :func:`llc`.
 
 from .checkpoint import sample_checkpointed
 from .estimators.llc import estimate_llc, llc
+from .estimators.pca import per_layer_pca, response_pca
 from .estimators.susceptibility import response_matrix, susceptibilities
 from .handlers import localize, restrict, temper
 from .kernels import SGLD, SGLDState, identity, rmsprop
@@ -16,4 +17,4 @@ __version__ = "0.1.0"
 
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict", "llc",
            "estimate_llc", "sample_checkpointed", "check_chains", "ChainReport",
-           "susceptibilities", "response_matrix"]
+           "susceptibilities", "response_matrix", "response_pca", "per_layer_pca"]
