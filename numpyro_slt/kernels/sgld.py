@@ -273,12 +273,14 @@ class SGLD(MCMCKernel):
             for name, (n, b) in plates.items()
         }
         total = 0.0
-        warnings.filterwarnings("ignore", message="subsample_size does not match len")
-        for combo in product(*chunks.values()):
-            indices = {name: jnp.asarray(idx) for name, idx in zip(chunks, combo, strict=True)}
-            weight = math.prod(len(idx) / plates[name][0] for name, idx in zip(chunks, combo,
-                                                                                  strict=True))
-            total += weight * float(loss_fn(reference, indices))
+        with warnings.catch_warnings():  # a short last chunk is intended, NumPyro warns about it
+            warnings.filterwarnings("ignore", message="subsample_size does not match len")
+            for combo in product(*chunks.values()):
+                indices = {name: jnp.asarray(idx) for name, idx in zip(chunks, combo,
+                                                                       strict=True)}
+                weight = math.prod(len(idx) / plates[name][0] for name, idx in zip(chunks, combo,
+                                                                                      strict=True))
+                total += weight * float(loss_fn(reference, indices))
         return total
 
     def _draw_indices(self, info: _model.ModelInfo, rng_key) -> dict[str, jnp.ndarray]:
