@@ -157,30 +157,8 @@ def _slots(spec: ComponentSpec, config: TransformerConfig) -> list[tuple[str, tu
 def component_size(config: TransformerConfig, name: str | ComponentSpec) -> int:
     """Number of scalar parameters in a component (e.g. 4·d_model·d_head + 3·d_head for a head)."""
     spec = parse_component(name, config)
-    shapes = _slot_shapes(config)
+    shapes = config.parameter_shapes()
     return sum(int(np.prod(shapes[f][len(idx) :])) for f, idx in _slots(spec, config))
-
-
-def _slot_shapes(c: TransformerConfig) -> dict[str, tuple[int, ...]]:
-    L, H, D, E = c.n_layers, c.n_heads, c.d_model, c.d_head
-    return {
-        "W_E": (c.d_vocab, D),
-        "W_pos": (c.n_ctx, D),
-        "W_Q": (L, H, D, E),
-        "W_K": (L, H, D, E),
-        "W_V": (L, H, D, E),
-        "W_O": (L, H, E, D),
-        "b_Q": (L, H, E),
-        "b_K": (L, H, E),
-        "b_V": (L, H, E),
-        "b_O": (L, D),
-        "ln_w": (L, D),
-        "ln_b": (L, D),
-        "ln_final_w": (D,),
-        "ln_final_b": (D,),
-        "W_U": (D, c.d_vocab),
-        "b_U": (c.d_vocab,),
-    }
 
 
 def get_component(

@@ -108,6 +108,29 @@ class TransformerConfig:
             total += 2 * self.d_model
         return total
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every parameter array, keyed by the model's field name (the LayerNorm fields
+        ``ln_*`` exist only with ``layer_norm``; the table lists them regardless)."""
+        L, H, D, E = self.n_layers, self.n_heads, self.d_model, self.d_head
+        return {
+            "W_E": (self.d_vocab, D),
+            "W_pos": (self.n_ctx, D),
+            "W_Q": (L, H, D, E),
+            "W_K": (L, H, D, E),
+            "W_V": (L, H, D, E),
+            "W_O": (L, H, E, D),
+            "b_Q": (L, H, E),
+            "b_K": (L, H, E),
+            "b_V": (L, H, E),
+            "b_O": (L, D),
+            "ln_w": (L, D),
+            "ln_b": (L, D),
+            "ln_final_w": (D,),
+            "ln_final_b": (D,),
+            "W_U": (D, self.d_vocab),
+            "b_U": (self.d_vocab,),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON-serialisable), for checkpoints."""
         return asdict(self)

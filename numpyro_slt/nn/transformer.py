@@ -131,16 +131,8 @@ class AttentionOnlyTransformer(eqx.Module):
             raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
         c = config
         std = c.weight_std
-        L, H, D, E = c.n_layers, c.n_heads, c.d_model, c.d_head
-        shapes = {
-            "W_E": (c.d_vocab, D),
-            "W_pos": (c.n_ctx, D),
-            "W_Q": (L, H, D, E),
-            "W_K": (L, H, D, E),
-            "W_V": (L, H, D, E),
-            "W_O": (L, H, E, D),
-            "W_U": (D, c.d_vocab),
-        }
+        all_shapes = c.parameter_shapes()
+        shapes = {f: all_shapes[f] for f in ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")}
         # One draw for all weight matrices (one compiled sampler instead of one per shape).
         sizes = [math.prod(shape) for shape in shapes.values()]
         flat = std * jax.random.normal(key, (sum(sizes),), dtype=jnp.float32)
@@ -150,18 +142,18 @@ class AttentionOnlyTransformer(eqx.Module):
         self.config = c
         self.W_E, self.W_pos, self.W_U = w["W_E"], w["W_pos"], w["W_U"]
         self.W_Q, self.W_K, self.W_V, self.W_O = w["W_Q"], w["W_K"], w["W_V"], w["W_O"]
-        self.b_Q = jnp.zeros((L, H, E), jnp.float32)
-        self.b_K = jnp.zeros((L, H, E), jnp.float32)
-        self.b_V = jnp.zeros((L, H, E), jnp.float32)
-        self.b_O = jnp.zeros((L, D), jnp.float32)
+        self.b_Q = jnp.zeros(all_shapes["b_Q"], jnp.float32)
+        self.b_K = jnp.zeros(all_shapes["b_K"], jnp.float32)
+        self.b_V = jnp.zeros(all_shapes["b_V"], jnp.float32)
+        self.b_O = jnp.zeros(all_shapes["b_O"], jnp.float32)
         if c.layer_norm:
-            self.ln_w = jnp.ones((L, D), jnp.float32)
-            self.ln_b = jnp.zeros((L, D), jnp.float32)
-            self.ln_final_w = jnp.ones((D,), jnp.float32)
-            self.ln_final_b = jnp.zeros((D,), jnp.float32)
+            self.ln_w = jnp.ones(all_shapes["ln_w"], jnp.float32)
+            self.ln_b = jnp.zeros(all_shapes["ln_b"], jnp.float32)
+            self.ln_final_w = jnp.ones(all_shapes["ln_final_w"], jnp.float32)
+            self.ln_final_b = jnp.zeros(all_shapes["ln_final_b"], jnp.float32)
         else:
             self.ln_w = self.ln_b = self.ln_final_w = self.ln_final_b = None
-        self.b_U = jnp.zeros((c.d_vocab,), jnp.float32)
+        self.b_U = jnp.zeros(all_shapes["b_U"], jnp.float32)
 
     # ------------------------------------------------------------------ building blocks
 
