@@ -18,6 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(handle, mode) as stream:
             write(stream)
             stream.flush()

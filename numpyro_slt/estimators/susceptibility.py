@@ -68,6 +68,10 @@ def susceptibilities(
         per_token = -(cross - phi_mean * excess.mean(samples))
     else:
         full = full_chain_excess
+        if not isinstance(full, xr.DataArray):
+            raise TypeError("full_chain_excess must be an xarray.DataArray with a token dim")
+        if not np.all(np.isfinite(full.values)):
+            raise ValueError("full_chain_excess holds NaN or Inf; check the unrestricted run")
         if "token" not in full.dims or full.sizes["token"] != excess.sizes["token"]:
             raise ValueError(
                 f"full_chain_excess must have a token dimension of size {excess.sizes['token']}"
@@ -115,6 +119,12 @@ def _align(phi: xr.DataArray, sampling_loss: xr.DataArray,
     if len({(s["chain"], s["draw"]) for s in shapes.values()}) != 1:
         raise ValueError(f"phi, sampling_loss and token_losses must share chain and draw sizes; "
                          f"got { {k: (s['chain'], s['draw']) for k, s in shapes.items()} }")
+    try:  # the same labels on shared dims: xarray would otherwise silently intersect them
+        phi, sampling_loss, token_losses = xr.align(phi, sampling_loss, token_losses,
+                                                    join="exact")
+    except ValueError as err:
+        raise ValueError(f"phi, sampling_loss and token_losses must carry the same chain, draw "
+                         f"and component labels: {err}") from None
     for name, array in arrays.items():
         if not np.all(np.isfinite(array.values)):
             raise ValueError(f"{name} holds NaN or Inf; check the run for divergences")

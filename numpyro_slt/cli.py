@@ -1,0 +1,149 @@
+"""The ``numpyro-slt`` command.
+
+``numpyro-slt study``  runs the susceptibility study on a model folder (default: the embedded
+                       default) and writes the report folder (see :mod:`numpyro_slt.report`).
+``numpyro-slt train``  trains a model with the default recipe (or a recipe JSON) and writes a
+                       model folder; ``make model`` uses it to rebuild the shipped default.
+
+Errors end the command with exit status 1 and a one-line message; ``--debug`` shows the whole
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _read_json(path: str, what: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--{what}: no file {path}.")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--{what}: {path} is not valid JSON ({err}).") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="numpyro-slt", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    study = sub.add_parser("study", help="per-component susceptibilities, response matrix, PCA")
+    study.add_argument("--out", default="study", help="output folder (default: ./study)")
+    study.add_argument("--model", default=None,
+                       help="model folder (default: the embedded default model)")
+    study.add_argument("--quick", action="store_true",
+                       help="a small study for a first look (2 chains x 40 draws)")
+    study.add_argument("--config", default=None, help="JSON file of StudyConfig fields")
+    study.add_argument("--components", nargs="+", default=None,
+                       help="components to sample, e.g. 1:6 0:1 embed (default: all)")
+    study.add_argument("--chains", type=_positive, default=None)
+    study.add_argument("--draws", type=_positive, default=None)
+    study.add_argument("--seed", type=int, default=None)
+    study.add_argument("--no-resume", action="store_true",
+                       help="sample every component again even if a finished run is in --out")
+    study.add_argument("--no-progress", action="store_true")
+
+    train = sub.add_parser("train", help="train a model with the default recipe")
+    train.add_argument("--out", default="model", help="model folder to write (default: ./model)")
+    train.add_argument("--work", default=None,
+                       help="checkpoint folder (default: <out>.work); reruns resume from it")
+    train.add_argument("--recipe", default=None, help="JSON file of DefaultRecipe fields")
+    train.add_argument("--quick", action="store_true",
+                       help="1%% of the steps: a smoke test, no induction heads")
+    train.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _study(args) -> int:
+    from .nn.default import load_default, load_model
+    from .report.study_report import write_study
+    from .study import StudyConfig, run_study
+
+    overrides = {} if args.config is None else _read_json(args.config, "config")
+    if args.components is not None:
+        overrides["components"] = tuple(args.components)
+    if args.chains is not None:
+        overrides["num_chains"] = args.chains
+    if args.draws is not None:
+        overrides["num_draws"] = args.draws
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.quick:
+        config = StudyConfig.quick(**overrides)
+    else:
+        config = StudyConfig.from_dict(overrides)
+    loaded = load_default() if args.model is None else load_model(args.model)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder.")
+    t0 = time.perf_counter()
+    result = run_study(loaded.network, loaded.tokenizer, config, out=out,
+                       resume=not args.no_resume, progress=not args.no_progress)
+    report = write_study(result, out, loaded.tokenizer)
+    acc = result.acceptance
+    print(f"wrote {report} in {time.perf_counter() - t0:.0f} s")
+    for layer, pca in result.pca_layers.items():
+        ratios = ", ".join(f"{x:.3f}" for x in pca["explained_variance_ratio"].values[:3])
+        print(f"layer {layer}: explained variance of PC1-PC3 = {ratios}")
+    print(f"induction heads {acc.get('induction_heads')}: separated along PC1-PC3 = "
+          f"{acc.get('heads_separated')}; induction tokens distinct = "
+          f"{acc.get('induction_tokens_distinct')}")
+    return 0
+
+
+def _train(args) -> int:
+    from .nn.default import DefaultRecipe, build_default
+
+    recipe = (DefaultRecipe() if args.recipe is None
+              else DefaultRecipe.from_dict(_read_json(args.recipe, "recipe")))
+    if args.quick:
+        recipe = recipe.scaled(0.01)
+    t0 = time.perf_counter()
+    model = build_default(args.out, recipe, work=args.work, progress=not args.no_progress)
+    scores = model.info["scores"]
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s: best layer-1 induction "
+          f"{scores['best_induction']['head']} = {scores['best_induction']['score']:.3f}, best "
+          f"layer-0 previous-token {scores['best_previous_token']['head']} = "
+          f"{scores['best_previous_token']['score']:.3f}, copy losses "
+          f"{scores['loss_first']:.2f} -> {scores['loss_second']:.2f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``numpyro-slt``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"study": _study, "train": _train}[args.command](args)
+    except KeyboardInterrupt:
+        print("numpyro-slt: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line unless --debug
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"numpyro-slt {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

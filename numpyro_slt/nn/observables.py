@@ -1,0 +1,201 @@
+"""Observables of a language model evaluated at the kept draws of a (restricted) run.
+
+At every kept draw w = (u*, c) of component C (notation of DESIGN.md section 2):
+
+- ``sampling_loss`` L_q(w): the mean next-token loss on a fixed evaluation set of the sampling
+  distribution q (the same set at every draw);
+- ``phi`` φ_C(w) = L_q(w) − L_q(w*), the observable localized on C;
+- ``token_loss`` ℓ_xy(w) for every probe token: the loss of predicting token y = t[s, i+1] from
+  context x = t[s, :i+1] of every probe sequence s and position i.
+
+They are computed in batches of ``draw_batch`` draws at once (``jax.vmap`` over draws inside a
+``jax.lax.map`` over batches), each draw evaluating all tokens in one forward pass, so the cost is
+a handful of compiled calls rather than one call per draw and token. The result is an
+``xarray.Dataset`` with dims (chain, draw[, token]) that :func:`add_observables` places in the
+``posterior`` group of the run's ArviZ data, next to the draws.
+"""
+
+# ruff: noqa: F722
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jaxtyping import Array, Int
+
+from .posterior import _canonical, network_at, parameter_sites
+from .transformer import AttentionOnlyTransformer
+
+__all__ = ["evaluate_observables", "token_coordinates", "add_observables"]
+
+
+def _as_tokens(name: str, tokens, network: AttentionOnlyTransformer) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array [sequences, length], got shape "
+                         f"{arr.shape}.")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype}.")
+    if arr.shape[1] < 2:
+        raise ValueError(f"{name} sequences have {arr.shape[1]} token(s); need at least 2 to "
+                         "predict one.")
+    if arr.shape[1] > network.config.n_ctx:
+        raise ValueError(f"{name} sequences have {arr.shape[1]} tokens, longer than the context "
+                         f"n_ctx={network.config.n_ctx}; cut them to n_ctx tokens.")
+    low, high = int(arr.min()), int(arr.max())
+    if low < 0 or high >= network.config.d_vocab:
+        raise ValueError(f"{name} holds token ids from {low} to {high}, outside the vocabulary "
+                         f"[0, {network.config.d_vocab - 1}]; tokenize with the model's tokenizer.")
+    return arr.astype(np.int32)
+
+
+def token_coordinates(probes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Coordinates of the flattened probe tokens, in the order of :func:`evaluate_observables`:
+    ``probe`` (name), ``sequence`` (row in its probe) and ``position`` (index of the predicted
+    token y in the row, 1 .. length − 1)."""
+    probe, sequence, position = [], [], []
+    for name, tokens in probes.items():
+        rows, length = np.shape(tokens)
+        probe.append(np.full(rows * (length - 1), name, dtype=object))
+        sequence.append(np.repeat(np.arange(rows), length - 1))
+        position.append(np.tile(np.arange(1, length), rows))
+    return {"probe": np.concatenate(probe).astype(str), "sequence": np.concatenate(sequence),
+            "position": np.concatenate(position)}
+
+
+def _losses_fn(network: AttentionOnlyTransformer, components: tuple[str, ...] | None):
+    """A jitted f(values [batches, draw_batch, ...], tokens [P, S]) → ℓ [batches, draw_batch,
+    P·(S−1)]: every token's loss at every draw, vmapped over the draws of a batch and mapped
+    over the batches."""
+
+    def one_draw(values, tokens):
+        net = network_at(network, values, components)
+        return jax.vmap(net.token_losses)(tokens).reshape(-1)
+
+    @eqx.filter_jit
+    def batched(values, tokens):
+        return jax.lax.map(lambda vals: jax.vmap(one_draw, in_axes=(0, None))(vals, tokens),
+                           values)
+
+    return batched
+
+
+def evaluate_observables(
+    network: AttentionOnlyTransformer,
+    draws: Mapping[str, np.ndarray],
+    probes: Mapping[str, Int[Array, "sequences length"]],
+    eval_tokens: Int[Array, "sequences length"],
+    components: Iterable[str] | None = None,
+    *,
+    thinning: int = 1,
+    draw_batch: int = 8,
+) -> xr.Dataset:
+    """Evaluate ``sampling_loss``, ``phi`` and ``token_loss`` at the kept draws.
+
+    :param network: the trained network (its parameters are w*).
+    :param draws: site name → array ``[chain, draw, *site shape]`` (the samples of a run of
+        :func:`~numpyro_slt.nn.posterior.language_model` with the same ``components``, e.g.
+        ``mcmc.get_samples(group_by_chain=True)``); extra sites are ignored.
+    :param probes: probe name → token array ``[sequences, length]`` (length ≤ n_ctx); probes may
+        have different lengths.
+    :param eval_tokens: the fixed evaluation set of the sampling distribution ``[E, length]``.
+    :param components: the sampled components (None: the whole network).
+    :param thinning: evaluate every ``thinning``-th draw.
+    :param draw_batch: draws evaluated together in one vmapped call.
+    :returns: Dataset with ``sampling_loss`` and ``phi`` (chain, draw), ``token_loss``
+        (chain, draw, token) with the coordinates of :func:`token_coordinates`, and the scalar
+        ``sampling_loss_at_center`` L_q(w*).
+    """
+    components = None if components is None else _canonical(network, components)
+    if not isinstance(probes, Mapping) or not probes:
+        raise ValueError("probes must be a non-empty mapping: probe name -> token array.")
+    probe_arrays = {str(k): _as_tokens(f"probes[{k!r}]", v, network) for k, v in probes.items()}
+    eval_arr = _as_tokens("eval_tokens", eval_tokens, network)
+    if isinstance(thinning, bool) or not isinstance(thinning, int) or thinning < 1:
+        raise ValueError(f"thinning must be a positive int, got {thinning!r}.")
+    if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
+        raise ValueError(f"draw_batch must be a positive int, got {draw_batch!r}.")
+
+    center = parameter_sites(network, components)
+    missing = sorted(set(center) - set(draws))
+    if missing:
+        raise ValueError(f"draws lack the sites {missing} of components {components}; pass the "
+                         "samples of a run over the same components.")
+    values = {k: np.asarray(draws[k])[:, ::thinning] for k in center}
+    lead = {k: v.shape[:2] for k, v in values.items()}
+    for k, v in values.items():
+        if v.ndim < 2 or v.shape[2:] != center[k].shape:
+            raise ValueError(f"draws[{k!r}] has shape {np.shape(draws[k])}; expected [chain, draw, "
+                             f"*{tuple(center[k].shape)}].")
+    if len(set(lead.values())) != 1:
+        raise ValueError(f"draws disagree on (chain, draw): {lead}.")
+    num_chains, num_draws = next(iter(lead.values()))
+    total = num_chains * num_draws
+    batches = -(-total // draw_batch)
+    padded = {
+        k: np.concatenate([v.reshape(total, *v.shape[2:]),
+                           np.repeat(v.reshape(total, *v.shape[2:])[-1:], batches * draw_batch
+                                     - total, axis=0)])
+        .reshape(batches, draw_batch, *v.shape[2:])
+        for k, v in values.items()
+    }
+
+    batched = _losses_fn(network, components)
+    one = {k: jnp.asarray(v)[None, None] for k, v in center.items()}
+
+    def losses(vals, tokens):
+        out = np.asarray(batched(vals, jnp.asarray(tokens)))
+        return out.reshape(out.shape[0] * out.shape[1], -1)
+
+    center_loss = float(losses(one, eval_arr).mean())
+    sampling_loss = losses(padded, eval_arr)[:total].mean(axis=1).reshape(num_chains, num_draws)
+    token_loss = np.concatenate(
+        [losses(padded, tokens)[:total] for tokens in probe_arrays.values()], axis=1
+    ).reshape(num_chains, num_draws, -1)
+    coords = token_coordinates(probe_arrays)
+    draw_index = np.arange(0, num_draws * thinning, thinning)
+    return xr.Dataset(
+        {
+            "sampling_loss": (("chain", "draw"), sampling_loss),
+            "phi": (("chain", "draw"), sampling_loss - center_loss),
+            "token_loss": (("chain", "draw", "token"), token_loss),
+            "sampling_loss_at_center": center_loss,
+        },
+        coords={"chain": np.arange(num_chains), "draw": draw_index,
+                **{k: ("token", v) for k, v in coords.items()}},
+        attrs={"definition": "phi = L_q(w) - L_q(w*); token_loss = -log p(y | x, w)",
+               "thinning": thinning},
+    )
+
+
+def add_observables(data, observables: xr.Dataset):
+    """Return the ArviZ data ``data`` (InferenceData or DataTree) with ``observables`` merged into
+    its ``posterior`` group (matched on chain and draw; ``draw`` coordinates of thinned
+    observables must be a subset of the run's)."""
+    if hasattr(xr, "DataTree") and isinstance(data, xr.DataTree):
+        posterior = data["posterior"].to_dataset()
+        data["posterior"] = xr.DataTree(_merge(posterior, observables))
+        return data
+    if hasattr(data, "posterior"):
+        data.posterior = _merge(data.posterior, observables)
+        return data
+    raise TypeError(f"data must be an ArviZ InferenceData or DataTree, got {type(data).__name__}.")
+
+
+def _merge(posterior: xr.Dataset, observables: xr.Dataset) -> xr.Dataset:
+    if posterior.sizes.get("chain") != observables.sizes.get("chain"):
+        raise ValueError(f"the observables have {observables.sizes.get('chain')} chains, the run "
+                         f"{posterior.sizes.get('chain')}; evaluate them on this run's draws.")
+    extra = np.setdiff1d(observables["draw"].values, posterior["draw"].values)
+    if extra.size:
+        raise ValueError(f"observable draws {extra[:5].tolist()} are not draws of the run.")
+    clash = sorted(set(observables.data_vars) & set(posterior.data_vars))
+    if clash:
+        raise ValueError(f"the posterior already holds {clash}; observables were added before.")
+    return xr.merge([posterior, observables.assign_coords(chain=posterior["chain"].values)],
+                    join="left", compat="override")

@@ -1,0 +1,496 @@
+"""The main job: per-component susceptibilities of a language model and their low-rank structure.
+
+:func:`run_study` carries out the method of Baker, Wang, Hoogland and Murfet (2025) on an
+attention-only transformer (notation of DESIGN.md section 2):
+
+1. **Data.** The sampling distribution q is the model's training mixture: windows of the offline
+   code, legal, prose and math corpora, a share of them carrying a repeated segment. The probe
+   distributions q′ are held-out windows of each genre plus the synthetic patterns ``induction``
+   (random tokens repeated twice) and ``brackets`` (nested bracket text).
+2. **Sampling.** For every component C (each head "L:H", the embedding and the unembedding) the
+   weight-restricted, tempered, localized posterior p(c) ∝ exp(−nβ·L_n(u*, c) − (γ/2)‖c − c*‖²)
+   is sampled with :class:`~numpyro_slt.SGLD` inside ``numpyro.infer.MCMC``.
+3. **Observables.** At every kept draw: L_q on a fixed evaluation set, φ_C = L_q(w) − L_q(w*) and
+   ℓ_xy of every probe token (:func:`numpyro_slt.nn.observables.evaluate_observables`, batched
+   over draws). They are stored with the draws in the run's ArviZ data.
+4. **Estimators.** χ^C_xy = −Cov[φ_C, ℓ_xy − L_q] per token (raw and standardized), χ_C(q′) per
+   probe, the response matrices (probe × component and token × component), the refined LLC of
+   every component, and the PCA of the per-token matrix per layer and overall.
+
+Every component's run is written to ``out/runs/<component>.nc`` as soon as it finishes; a rerun
+with the same settings and ``resume=True`` reads the finished ones back instead of sampling them
+again, so an interrupted study loses at most the component in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import xarray as xr
+
+from ._io import atomic_write
+from .estimators.llc import llc
+from .estimators.pca import per_layer_pca, response_pca
+from .estimators.susceptibility import susceptibilities
+
+__all__ = ["StudyConfig", "StudyResult", "run_study", "study_data", "default_components"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of :func:`run_study`. The defaults follow the paper's per-token runs (γ = 300,
+    nβ = 30, ε = 1e-3, batch 16, 4 chains, 100 draws).
+
+    Attributes:
+        components: components to sample (None: every head, ``"embed"`` and ``"unembed"``).
+        nbeta: nβ of the tempered posterior.
+        gamma: localization strength γ.
+        step_size: SGLD step size ε.
+        batch_size: sequences per SGLD minibatch.
+        num_chains, num_draws: chains per component and kept draws per chain.
+        num_warmup: SGLD steps discarded before the first kept draw.
+        thinning: SGLD steps per kept draw.
+        sampling_sequences: windows of the sampling distribution q the posterior conditions on.
+        eval_sequences: windows of the fixed evaluation set for L_q.
+        probe_sequences: windows per probe distribution.
+        repeat_fraction, random_fraction: share of q's windows with a repeated segment, and share
+            of those segments that are random tokens (the default model's training mixture).
+        seed: seed of the data and of the chains.
+        chain_method: ``"sequential"``, ``"vectorized"`` or ``"parallel"`` (NumPyro's).
+    """
+
+    components: tuple[str, ...] | None = None
+    nbeta: float = 30.0
+    gamma: float = 300.0
+    step_size: float = 1e-3
+    batch_size: int = 16
+    num_chains: int = 4
+    num_draws: int = 100
+    num_warmup: int = 50
+    thinning: int = 1
+    sampling_sequences: int = 4096
+    eval_sequences: int = 64
+    probe_sequences: int = 32
+    repeat_fraction: float = 0.5
+    random_fraction: float = 0.5
+    seed: int = 0
+    chain_method: str = "sequential"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_chains", "num_draws", "thinning", "sampling_sequences",
+                     "eval_sequences", "probe_sequences"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"StudyConfig.{name} must be a positive int, got {v!r}.")
+        for name in ("num_warmup", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"StudyConfig.{name} must be an int >= 0, got {v!r}.")
+        for name in ("nbeta", "step_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+                raise ValueError(f"StudyConfig.{name} must be a positive number, got {v!r}.")
+        if not (isinstance(self.gamma, int | float) and np.isfinite(self.gamma)
+                and self.gamma >= 0):
+            raise ValueError(f"StudyConfig.gamma must be a number >= 0, got {self.gamma!r}.")
+        for name in ("repeat_fraction", "random_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 <= v <= 1):
+                raise ValueError(f"StudyConfig.{name} must lie in [0, 1], got {v!r}.")
+        if self.batch_size > self.sampling_sequences:
+            raise ValueError(f"StudyConfig.batch_size ({self.batch_size}) exceeds "
+                             f"sampling_sequences ({self.sampling_sequences}).")
+        if self.chain_method not in ("sequential", "vectorized", "parallel"):
+            raise ValueError("StudyConfig.chain_method must be 'sequential', 'vectorized' or "
+                             f"'parallel', got {self.chain_method!r}.")
+        if self.components is not None:
+            if isinstance(self.components, str) or not all(
+                    isinstance(c, str) for c in self.components) or not self.components:
+                raise ValueError("StudyConfig.components must be a non-empty tuple of component "
+                                 f"names such as ('1:6', 'embed'), got {self.components!r}.")
+            object.__setattr__(self, "components", tuple(self.components))
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> StudyConfig:
+        """A small study (2 chains × 40 draws, 8 sequences per probe) for a first look in a few
+        minutes; its estimates are noisy."""
+        settings = dict(num_chains=2, num_draws=40, num_warmup=20, probe_sequences=8,
+                        eval_sequences=32, sampling_sequences=1024)
+        settings.update(overrides)
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["components"] = None if self.components is None else list(self.components)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a study config must be a JSON object, got {type(data).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown StudyConfig field(s) {unknown}; valid: {sorted(known)}.")
+        data = dict(data)
+        if data.get("components") is not None:
+            data["components"] = tuple(data["components"])
+        return cls(**data)
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` returns.
+
+    Attributes:
+        config: the settings.
+        components: the sampled components, in order.
+        susceptibility: :func:`~numpyro_slt.susceptibilities` over all components: ``per_token``
+            and ``standardized`` (component, token), ``global`` (component, probe), ``phi_mean``;
+            token coordinates ``probe``, ``sequence``, ``position``, ``token_id``, ``label``.
+        llc: per component ``llc_mean``, ``llc_std``, ``loss_ess``, ``loss_rhat``, ``mala_accept``
+            and ``loss_trace`` (component, chain, draw).
+        pca_layers: per-layer PCA of the standardized per-token matrix (layer → Dataset).
+        pca_all: PCA over all components.
+        head_scores: :func:`~numpyro_slt.nn.score_table` of the network (induction and
+            previous-token score per head).
+        probes: probe name → token array [sequences, length].
+        acceptance: the separation checks of :func:`separation_checks`.
+        seconds: wall time per stage.
+        runs: component → path of its ArviZ data on disk (when ``out`` was given).
+    """
+
+    config: StudyConfig
+    components: list[str]
+    susceptibility: xr.Dataset
+    llc: xr.Dataset
+    pca_layers: dict[str, xr.Dataset]
+    pca_all: xr.Dataset
+    head_scores: dict[str, Any]
+    probes: dict[str, np.ndarray]
+    acceptance: dict[str, Any]
+    seconds: dict[str, float]
+    runs: dict[str, str]
+
+
+def default_components(network) -> list[str]:
+    """Every head ``"L:H"``, then ``"embed"`` and ``"unembed"``."""
+    c = network.config
+    return [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)] + ["embed", "unembed"]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def study_data(network, tokenizer, config: StudyConfig) -> dict[str, Any]:
+    """The token arrays of a study: ``sampling`` (q, [N, n_ctx]), ``eval`` (the fixed L_q set) and
+    ``probes`` (name → [P, length]), all deterministic functions of ``config.seed``."""
+    from .data import GENRES, genre_texts
+    from .data.datasets_io import chunk_ids
+    from .data.probes import bracket_sequences, induction_sequences
+    from .nn.train import induction_mixture
+
+    n_ctx, vocab = network.config.n_ctx, network.config.d_vocab
+    if tokenizer.get_vocab_size() > vocab:
+        raise ValueError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens, more than the "
+                         f"network's d_vocab={vocab}; pass the network's own tokenizer.")
+    need = config.sampling_sequences + config.eval_sequences
+    chars = max(50_000, 5 * n_ctx * need // len(GENRES))
+    stream = np.concatenate([
+        chunk_ids(genre_texts(g, max_chars=chars, seed=config.seed), tokenizer, n_ctx).reshape(-1)
+        for g in GENRES
+    ])
+    windows = induction_mixture(config.seed + 7, stream, need, n_ctx,
+                                repeat_fraction=config.repeat_fraction,
+                                random_fraction=config.random_fraction, vocab_low=1,
+                                vocab_high=vocab)
+    probes: dict[str, np.ndarray] = {}
+    held_out = config.seed + 1000  # a different shuffle of the corpora than the sampling data
+    for g in GENRES:
+        texts = genre_texts(g, max_chars=max(20_000, 6 * n_ctx * config.probe_sequences),
+                            seed=held_out)
+        ids = chunk_ids(texts, tokenizer, n_ctx, allow_partial=True)
+        if len(ids) < config.probe_sequences:
+            raise ValueError(f"the {g!r} corpus gives only {len(ids)} probe windows; lower "
+                             "probe_sequences.")
+        probes[g] = ids[: config.probe_sequences]
+    probes["induction"] = induction_sequences(config.probe_sequences, n_ctx // 2, low=1,
+                                              high=vocab, seed=held_out)
+    probes["brackets"] = bracket_sequences(tokenizer, config.probe_sequences, n_ctx,
+                                           seed=held_out)
+    return {"sampling": windows[: config.sampling_sequences],
+            "eval": windows[config.sampling_sequences:], "probes": probes}
+
+
+# ---------------------------------------------------------------------------- one component
+
+
+def _file_name(component: str) -> str:
+    return component.replace(":", "-").replace(" ", "_") + ".nc"
+
+
+def _sample_component(network, component: str, data: dict[str, Any], config: StudyConfig,
+                      key) -> Any:
+    """Sample the restricted posterior of ``component``; return its ArviZ data with the
+    observables in the posterior group."""
+    import arviz as az
+    from numpyro.infer import MCMC
+
+    from .handlers import localize, temper
+    from .kernels import SGLD
+    from .nn.observables import add_observables, evaluate_observables
+    from .nn.posterior import language_model, parameter_sites
+
+    model = language_model(network, [component], batch_size=config.batch_size)
+    center = parameter_sites(network, [component])
+    posterior = localize(temper(model, config.nbeta), center, config.gamma)
+    kernel = SGLD(posterior, config.step_size)
+    mcmc = MCMC(kernel, num_warmup=config.num_warmup,
+                num_samples=config.num_draws * config.thinning, thinning=config.thinning,
+                num_chains=config.num_chains, chain_method=config.chain_method,
+                progress_bar=False)
+    mcmc.run(key, data["sampling"])
+    draws = mcmc.get_samples(group_by_chain=True)
+    observables = evaluate_observables(network, draws, data["probes"], data["eval"], [component])
+    idata = az.from_numpyro(mcmc, log_likelihood=False)
+    idata = add_observables(idata, observables.assign_coords(draw=_draw_coord(idata)))
+    return idata
+
+
+def _draw_coord(idata) -> np.ndarray:
+    from ._arviz import sample_stats
+
+    return np.asarray(sample_stats(idata)["draw"].values)
+
+
+def _posterior(idata) -> xr.Dataset:
+    if hasattr(xr, "DataTree") and isinstance(idata, xr.DataTree):
+        return idata["posterior"].to_dataset()
+    return idata.posterior
+
+
+def _save_run(idata, path: Path, settings: str) -> None:
+    """Write the ArviZ data to netCDF (site names made file-safe: "1:6/W_Q" → "1:6.W_Q")."""
+    posterior = _posterior(idata)
+    names = [*posterior.data_vars, *posterior.dims]
+    renamed = posterior.rename({k: k.replace("/", ".") for k in names if "/" in str(k)})
+    renamed.attrs["numpyro_slt_study"] = settings
+    if hasattr(xr, "DataTree") and isinstance(idata, xr.DataTree):
+        idata["posterior"] = xr.DataTree(renamed)
+        write = idata.to_netcdf
+    else:
+        idata.posterior = renamed
+        write = idata.to_netcdf
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(str(tmp), engine="h5netcdf")
+    os.replace(tmp, path)
+
+
+def _load_run(path: Path, settings: str):
+    """The saved ArviZ data at ``path`` if it was made with ``settings``, else None."""
+    import arviz as az
+
+    if not path.is_file():
+        return None
+    try:
+        if hasattr(az, "from_netcdf"):
+            idata = az.from_netcdf(str(path), engine="h5netcdf")
+        else:
+            idata = xr.open_datatree(str(path), engine="h5netcdf")
+        same = _posterior(idata).attrs.get("numpyro_slt_study") == settings
+    except Exception:  # an unreadable file is sampled again
+        return None
+    return idata if same else None
+
+
+# ---------------------------------------------------------------------------- the study
+
+
+def run_study(
+    network,
+    tokenizer,
+    config: StudyConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    on_component: Callable[[str, float], None] | None = None,
+) -> StudyResult:
+    """Run the whole study on ``network`` (see the module docstring).
+
+    :param network: a trained :class:`~numpyro_slt.nn.AttentionOnlyTransformer`.
+    :param tokenizer: its tokenizer (``tokenizers.Tokenizer``).
+    :param config: a :class:`StudyConfig` (default: the paper's per-token settings).
+    :param out: folder for the per-component ArviZ data (``out/runs/*.nc``); None keeps
+        everything in memory.
+    :param resume: with ``out``, reuse finished component runs made with the same settings.
+    :param progress: show a progress bar over components.
+    :param on_component: called as ``on_component(name, seconds)`` after each component.
+    """
+    from .data.labels import label_sequences
+    from .nn.components import parse_component
+    from .nn.induction import score_table
+
+    config = StudyConfig() if config is None else config
+    if not isinstance(config, StudyConfig):
+        raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}.")
+    components = list(config.components or default_components(network))
+    for name in components:
+        parse_component(name, network.config)  # unknown names: ValueError listing valid ones
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = study_data(network, tokenizer, config)
+    seconds["data"] = time.perf_counter() - t0
+
+    run_dir = None if out is None else Path(out) / "runs"
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    settings = json.dumps({"config": {k: v for k, v in config.to_dict().items()
+                                      if k != "components"},
+                           "model": network.config.to_dict()}, sort_keys=True)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(components), desc="components", dynamic_ncols=True)
+    runs: dict[str, Any] = {}
+    paths: dict[str, str] = {}
+    t_sampling = time.perf_counter()
+    try:
+        for index, name in enumerate(components):
+            t_c = time.perf_counter()
+            path = None if run_dir is None else run_dir / _file_name(name)
+            idata = _load_run(path, settings) if (path is not None and resume) else None
+            if idata is None:
+                key = jax.random.fold_in(jax.random.PRNGKey(config.seed), index)
+                idata = _sample_component(network, name, data, config, key)
+                if path is not None:
+                    _save_run(idata, path, settings)
+            runs[name] = idata
+            if path is not None:
+                paths[name] = str(path)
+            if on_component is not None:
+                on_component(name, time.perf_counter() - t_c)
+            if bar is not None:
+                bar.set_postfix({"last": name}, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds["sampling"] = time.perf_counter() - t_sampling
+
+    t_est = time.perf_counter()
+    per_component = []
+    llc_rows = []
+    for name, idata in runs.items():
+        post = _posterior(idata)
+        result = susceptibilities(post["phi"], post["sampling_loss"], post["token_loss"],
+                                  probe=post["probe"])
+        per_component.append(result.assign_coords(component=[name]))
+        estimate = llc(idata)
+        stats = _stats(idata)
+        llc_rows.append(xr.Dataset({
+            "llc_mean": estimate["llc_mean"], "llc_std": estimate["llc_std"],
+            "loss_ess": estimate["loss_ess"], "loss_rhat": estimate["loss_rhat"],
+            "mala_accept": float(np.mean(stats["mala_accept"])),
+            "loss_trace": estimate["loss_trace"].drop_vars(["chain", "draw"]),
+        }).expand_dims(component=[name]))
+    chi = xr.concat(per_component, dim="component")
+    labels = label_sequences  # token labels of every probe token (the predicted token y)
+    label_column, token_ids = [], []
+    for probe_name, tokens in data["probes"].items():
+        probe_labels = labels(tokens, tokenizer)
+        for row, row_labels in zip(tokens, probe_labels, strict=True):
+            label_column.extend(row_labels[1:])
+            token_ids.extend(int(t) for t in row[1:])
+        del probe_name
+    chi = chi.assign_coords(label=("token", np.asarray(label_column)),
+                            token_id=("token", np.asarray(token_ids)))
+    llc_table = xr.concat(llc_rows, dim="component")
+    matrix = chi["standardized"].transpose("token", "component")
+    heads = [c for c in components if ":" in c]
+    pca_layers = per_layer_pca(matrix.sel(component=heads), n_components=None) if heads else {}
+    pca_all = response_pca(matrix, None)
+    head_scores = score_table(network, jax.random.PRNGKey(12345), num_sequences=64, vocab_low=1)
+    acceptance = separation_checks(pca_layers, head_scores, chi["label"].values)
+    seconds["estimators"] = time.perf_counter() - t_est
+    seconds["total"] = time.perf_counter() - t0
+    return StudyResult(config=config, components=components, susceptibility=chi, llc=llc_table,
+                       pca_layers=pca_layers, pca_all=pca_all, head_scores=head_scores,
+                       probes=data["probes"], acceptance=acceptance, seconds=seconds, runs=paths)
+
+
+def _stats(idata) -> xr.Dataset:
+    from ._arviz import sample_stats
+
+    return sample_stats(idata)
+
+
+# ---------------------------------------------------------------------------- acceptance
+
+
+def induction_heads(head_scores: dict[str, Any], threshold: float = 0.3) -> list[str]:
+    """Heads of layer ≥ 1 whose induction score is at least ``threshold``."""
+    return [h["head"] for h in head_scores["heads"]
+            if int(h["head"].split(":")[0]) >= 1 and h["induction"] >= threshold]
+
+
+def separation_checks(pca_layers: dict[str, xr.Dataset], head_scores: dict[str, Any],
+                      labels: Sequence[str], threshold: float = 0.3) -> dict[str, Any]:
+    """Does the layer-1 PCA separate the induction heads, and do induction tokens score apart?
+
+    For each of PC1..PC3 of layer 1: ``gap`` = the distance between the induction heads' and the
+    other layer-1 heads' loadings when all of one group lie on one side of all of the other
+    (negative when they overlap). For the token scores: Cohen's d of the tokens labelled
+    ``induction`` against all others on each PC (difference of means over the pooled standard
+    deviation).
+    """
+    result: dict[str, Any] = {"induction_heads": induction_heads(head_scores, threshold)}
+    layer = pca_layers.get("1")
+    if layer is None:
+        return result
+    ind = [h for h in result["induction_heads"] if h in layer["component"].values]
+    others = [str(c) for c in layer["component"].values if str(c) not in ind]
+    labels = np.asarray(labels)
+    is_ind = labels == "induction"
+    per_pc = []
+    for pc in layer["pc"].values[:3]:
+        loadings = layer["loadings"].sel(pc=pc)
+        entry: dict[str, Any] = {"pc": int(pc), "explained_variance_ratio":
+                                 float(layer["explained_variance_ratio"].sel(pc=pc))}
+        if ind and others:
+            a = loadings.sel(component=ind).values
+            b = loadings.sel(component=others).values
+            entry["heads_gap"] = float(max(a.min() - b.max(), b.min() - a.max()))
+        scores = layer["scores"].sel(pc=pc).values
+        if is_ind.any() and (~is_ind).any():
+            x, y = scores[is_ind], scores[~is_ind]
+            pooled = np.sqrt((x.var() + y.var()) / 2)
+            entry["induction_tokens_cohens_d"] = float((x.mean() - y.mean()) / pooled) \
+                if pooled > 0 else float("nan")
+        per_pc.append(entry)
+    result["layer1"] = per_pc
+    gaps = [e["heads_gap"] for e in per_pc if "heads_gap" in e]
+    result["heads_separated"] = bool(gaps) and max(gaps) > 0
+    ds = [abs(e.get("induction_tokens_cohens_d", 0.0)) for e in per_pc]
+    result["induction_tokens_distinct"] = bool(ds) and max(ds) >= 0.5
+    return result
+
+
+def with_overrides(config: StudyConfig, **overrides: Any) -> StudyConfig:
+    """``config`` with some fields replaced (validated again)."""
+    return replace(config, **overrides)
+
+
+def save_config(path: Path, config: StudyConfig) -> None:
+    text = json.dumps(config.to_dict(), indent=1)
+    atomic_write(path, lambda f: f.write(text), "w")
