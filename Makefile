@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: demo test test-arviz1 lint docs bench clean
+.PHONY: demo test test-arviz1 lint docs bench model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ $(VENV312)/.installed: pyproject.toml
 	$(VENV312)/bin/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# The main job on the embedded default model: a quick susceptibility study (<= 5 min on 2 cores).
 demo: $(VENV)/.installed
-	$(VENV)/bin/python examples/llc_linear_models.py
+	$(VENV)/bin/numpyro-slt study --quick --out out/demo
+
+# Rebuild the shipped default model from scratch (tokenizer, two training stages; resumable).
+model: $(VENV)/.installed
+	$(VENV)/bin/numpyro-slt train --out numpyro_slt/nn/default_model --work build/default_model.work
 
 # Full suite on Python 3.11 (ArviZ 0.2x, InferenceData), then every test but the slow
 # known-answer runs on Python 3.12 (ArviZ 1.x, DataTree; a newer JAX).

@@ -48,6 +48,26 @@ def is_latent_site(msg: Mapping[str, Any]) -> bool:
     return msg["type"] == "sample" and not msg.get("is_observed")
 
 
+class ArrayMark:
+    """An array carried in a site's ``infer`` dict (the center of :class:`localize`).
+
+    JAX compares pytree metadata with ``==`` (a NumPyro trace's ``infer`` dicts are metadata when
+    the trace is flattened, e.g. by ``az.from_numpyro``'s ``jax.eval_shape``), and arrays cannot
+    be compared that way; a mark compares by identity instead. Read the array as ``.value``.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
 def _with_infer(msg: dict, **marks: Any) -> None:
     msg["infer"] = {**(msg.get("infer") or {}), **marks}
 
@@ -174,7 +194,7 @@ class localize(Messenger):
                 f"{tuple(prior.shape())}; pass a value of the site's shape"
             )
         msg["fn"] = _localized_prior(prior, value, self.gamma)
-        _with_infer(msg, slt_center=value, slt_gamma=self.gamma)
+        _with_infer(msg, slt_center=ArrayMark(value), slt_gamma=self.gamma)
 
 
 def _localized_prior(prior: dist.Distribution, value: jnp.ndarray, gamma: float):
@@ -254,7 +274,7 @@ class restrict(Messenger):
         if name in self.values:
             value = self.values[name]
         elif "slt_center" in msg["infer"]:
-            value = msg["infer"]["slt_center"]
+            value = msg["infer"]["slt_center"].value
         else:
             raise ValueError(
                 f"restrict cannot freeze {name!r}: no value. Apply restrict outside localize "

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ import jax
 import numpy as np
 import xarray as xr
 
-from ._io import atomic_write
 from .estimators.llc import llc
 from .estimators.pca import per_layer_pca, response_pca
 from .estimators.susceptibility import susceptibilities
@@ -141,7 +140,7 @@ class StudyConfig:
         if unknown:
             raise ValueError(f"unknown StudyConfig field(s) {unknown}; valid: {sorted(known)}.")
         data = dict(data)
-        if data.get("components") is not None:
+        if isinstance(data.get("components"), list):
             data["components"] = tuple(data["components"])
         return cls(**data)
 
@@ -155,7 +154,7 @@ class StudyResult:
         components: the sampled components, in order.
         susceptibility: :func:`~numpyro_slt.susceptibilities` over all components: ``per_token``
             and ``standardized`` (component, token), ``global`` (component, probe), ``phi_mean``;
-            token coordinates ``probe``, ``sequence``, ``position``, ``token_id``, ``label``.
+            token coordinates ``token_probe``, ``sequence``, ``position``, ``token_id``, ``label``.
         llc: per component ``llc_mean``, ``llc_std``, ``loss_ess``, ``loss_rhat``, ``mala_accept``
             and ``loss_trace`` (component, chain, draw).
         pca_layers: per-layer PCA of the standardized per-token matrix (layer → Dataset).
@@ -394,7 +393,7 @@ def run_study(
     for name, idata in runs.items():
         post = _posterior(idata)
         result = susceptibilities(post["phi"], post["sampling_loss"], post["token_loss"],
-                                  probe=post["probe"])
+                                  probe=post["token_probe"])
         per_component.append(result.assign_coords(component=[name]))
         estimate = llc(idata)
         stats = _stats(idata)
@@ -486,11 +485,3 @@ def separation_checks(pca_layers: dict[str, xr.Dataset], head_scores: dict[str, 
     return result
 
 
-def with_overrides(config: StudyConfig, **overrides: Any) -> StudyConfig:
-    """``config`` with some fields replaced (validated again)."""
-    return replace(config, **overrides)
-
-
-def save_config(path: Path, config: StudyConfig) -> None:
-    text = json.dumps(config.to_dict(), indent=1)
-    atomic_write(path, lambda f: f.write(text), "w")

@@ -128,7 +128,8 @@ def _align(phi: xr.DataArray, sampling_loss: xr.DataArray,
     for name, array in arrays.items():
         if not np.all(np.isfinite(array.values)):
             raise ValueError(f"{name} holds NaN or Inf; check the run for divergences")
-    return phi, sampling_loss, token_losses
+    # moments in float64: E[φX] − E[φ]E[X] cancels, and observables often arrive as float32
+    return tuple(a.astype(np.float64) for a in (phi, sampling_loss, token_losses))
 
 
 def _sizes(arrays: Mapping[str, xr.DataArray]) -> dict[str, Mapping[str, int]]:

@@ -29,7 +29,7 @@ def top_tokens(
     """The ``k`` most expressing and ``k`` most suppressing tokens of ``component``.
 
     :param matrix: per-token susceptibilities with dims (token, component) (or (component,
-        token)) and token coordinates ``probe``, ``sequence`` and ``position`` (as written by
+        token)) and token coordinates ``token_probe``, ``sequence`` and ``position`` (as written by
         :func:`numpyro_slt.nn.observables.token_coordinates`).
     :param probes: probe name → token array [sequences, length], the sequences the tokens come
         from.
@@ -43,7 +43,7 @@ def top_tokens(
     """
     if "token" not in matrix.dims or "component" not in matrix.dims:
         raise ValueError(f"matrix must have dims (token, component), got {matrix.dims}.")
-    for coord in ("probe", "sequence", "position"):
+    for coord in ("token_probe", "sequence", "position"):
         if coord not in matrix.coords:
             raise ValueError(f"matrix lacks the token coordinate {coord!r}; build it with "
                              "numpyro_slt.nn.observables.token_coordinates.")
@@ -55,7 +55,7 @@ def top_tokens(
     column = matrix.sel(component=component).values.astype(np.float64)
     order = np.argsort(column, kind="stable")
     picks = [("expresses", i) for i in order[:k]] + [("suppresses", i) for i in order[::-1][:k]]
-    probe = matrix["probe"].values
+    probe = matrix["token_probe"].values
     sequence = matrix["sequence"].values
     position = matrix["position"].values
     rows = []

@@ -145,7 +145,8 @@ def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> Mod
         likelihood_sites=tuple(s["name"] for s in likelihood),
         latent_sites=tuple(s["name"] for s in latent),
         supports={s["name"]: s["fn"].support for s in latent},
-        centers={s["name"]: s["infer"]["slt_center"] for s in latent if "slt_center" in s["infer"]},
+        centers={s["name"]: s["infer"]["slt_center"].value
+                 for s in latent if "slt_center" in s["infer"]},
         gamma={s["name"]: s["infer"]["slt_gamma"] for s in latent if "slt_gamma" in s["infer"]},
         subsampled_plates=plates,
     )

@@ -56,15 +56,15 @@ def _as_tokens(name: str, tokens, network: AttentionOnlyTransformer) -> np.ndarr
 
 def token_coordinates(probes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Coordinates of the flattened probe tokens, in the order of :func:`evaluate_observables`:
-    ``probe`` (name), ``sequence`` (row in its probe) and ``position`` (index of the predicted
-    token y in the row, 1 .. length − 1)."""
+    ``token_probe`` (the probe's name), ``sequence`` (row in its probe) and ``position`` (index
+    of the predicted token y in the row, 1 .. length − 1)."""
     probe, sequence, position = [], [], []
     for name, tokens in probes.items():
         rows, length = np.shape(tokens)
         probe.append(np.full(rows * (length - 1), name, dtype=object))
         sequence.append(np.repeat(np.arange(rows), length - 1))
         position.append(np.tile(np.arange(1, length), rows))
-    return {"probe": np.concatenate(probe).astype(str), "sequence": np.concatenate(sequence),
+    return {"token_probe": np.concatenate(probe).astype(str), "sequence": np.concatenate(sequence),
             "position": np.concatenate(position)}
 
 

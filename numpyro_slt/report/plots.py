@@ -244,8 +244,9 @@ def plot_response_heatmap(matrix: xr.DataArray, path: str | os.PathLike, *,
     rows = matrix.sizes[row_dim]
     many = rows > _MANY_ROWS
     groups: list[tuple[str, int, int]] = []  # (probe, first row, end row)
-    if many and "probe" in matrix.coords and matrix.coords["probe"].dims == (row_dim,):
-        probes = np.asarray([str(p) for p in matrix.coords["probe"].values])
+    group = "token_probe" if "token_probe" in matrix.coords else "probe"
+    if many and group in matrix.coords and matrix.coords[group].dims == (row_dim,):
+        probes = np.asarray([str(p) for p in matrix.coords[group].values])
         order = np.argsort(probes, kind="stable")
         matrix, probes = matrix.isel({row_dim: order}), probes[order]
         starts = np.flatnonzero(np.r_[True, probes[1:] != probes[:-1]])
@@ -386,8 +387,10 @@ def plot_token_scores(scores: xr.DataArray, labels: xr.DataArray, path: str | os
 
 
 def _visible(text: str) -> str:
-    """Newlines and tabs as visible symbols (⏎, →)."""
-    return text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "→")
+    """Newlines and tabs as visible symbols (⏎, →); other control characters (which fonts lack,
+    e.g. from random-token probes) as ``\\xNN`` escapes."""
+    text = text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "→")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def plot_top_tokens(rows: list[dict], path: str | os.PathLike, *,

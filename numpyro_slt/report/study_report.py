@@ -88,7 +88,7 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
 
     # data
     data = chi.reset_coords()
-    for name in ("probe", "label"):
+    for name in ("token_probe", "label"):
         data[name] = data[name].astype(str)
     tmp = out / ".susceptibility.nc.tmp"
     data.to_netcdf(tmp, engine="h5netcdf")
@@ -100,7 +100,8 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
     decode = tokenizer.decode
     token_rows = []
     for i in range(chi.sizes["token"]):
-        token_rows.append([int(i), str(chi["probe"].values[i]), int(chi["sequence"].values[i]),
+        token_rows.append([int(i), str(chi["token_probe"].values[i]),
+                           int(chi["sequence"].values[i]),
                            int(chi["position"].values[i]), int(chi["token_id"].values[i]),
                            decode([int(chi["token_id"].values[i])]), str(labels[i]),
                            *map(float, tokens_matrix.values[i])])

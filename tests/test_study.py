@@ -1,0 +1,248 @@
+"""The study pipeline on a tiny model: observables, run_study, the report folder, the CLI."""
+
+import json
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+from numpyro_slt.cli import main
+from numpyro_slt.data import train_tokenizer
+from numpyro_slt.estimators.tokens import top_tokens
+from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig
+from numpyro_slt.nn.default import load_model, save_model
+from numpyro_slt.nn.observables import add_observables, evaluate_observables
+from numpyro_slt.nn.posterior import network_at, parameter_sites
+from numpyro_slt.report.study_report import write_study
+from numpyro_slt.study import StudyConfig, run_study
+
+TINY = StudyConfig(components=("1:0", "0:1", "embed"), num_chains=2, num_draws=8, num_warmup=4,
+                   batch_size=4, sampling_sequences=64, eval_sequences=8, probe_sequences=3,
+                   step_size=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tokenizer = train_tokenizer(300, max_chars=60_000)
+    config = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=16,
+                               d_vocab=300, layer_norm=True)
+    network = AttentionOnlyTransformer(config, key=jax.random.PRNGKey(0))
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_model(folder, network, tokenizer, {"note": "random weights"})
+    return folder, network, tokenizer
+
+
+@pytest.fixture(scope="module")
+def study(tiny, tmp_path_factory):
+    _, network, tokenizer = tiny
+    out = tmp_path_factory.mktemp("study")
+    result = run_study(network, tokenizer, TINY, out=out, progress=False)
+    return out, result
+
+
+def _draws(network, components, shape=(2, 3), scale=0.05):
+    rng = np.random.default_rng(0)
+    center = parameter_sites(network, components)
+    return {k: np.asarray(v) + scale * rng.normal(size=shape + v.shape) for k, v in center.items()}
+
+
+def test_observables_equal_direct_evaluation_at_every_draw(tiny):
+    _, network, _ = tiny
+    rng = np.random.default_rng(1)
+    probes = {"short": rng.integers(0, 300, (2, 5)), "long": rng.integers(0, 300, (3, 16))}
+    eval_tokens = rng.integers(0, 300, (4, 16))
+    draws = _draws(network, ["1:0"])
+    obs = evaluate_observables(network, draws, probes, eval_tokens, ["1:0"], draw_batch=4)
+    assert obs["token_loss"].shape == (2, 3, 2 * 4 + 3 * 15)
+    assert list(np.unique(obs["token_probe"].values)) == ["long", "short"]
+    for chain, draw in [(0, 0), (1, 2)]:
+        net = network_at(network, {k: jnp.asarray(v[chain, draw]) for k, v in draws.items()},
+                         ["1:0"])
+        direct = np.concatenate([np.asarray(jax.vmap(net.token_losses)(jnp.asarray(p))).ravel()
+                                 for p in probes.values()])
+        np.testing.assert_allclose(obs["token_loss"].values[chain, draw], direct, rtol=1e-5,
+                                   atol=1e-6)
+        sampling = float(jnp.mean(jax.vmap(net.token_losses)(jnp.asarray(eval_tokens))))
+        np.testing.assert_allclose(obs["sampling_loss"].values[chain, draw], sampling, rtol=1e-5)
+    centre = float(jnp.mean(jax.vmap(network.token_losses)(jnp.asarray(eval_tokens))))
+    np.testing.assert_allclose(obs["phi"].values, obs["sampling_loss"].values - centre,
+                               rtol=1e-5, atol=1e-6)
+    thinned = evaluate_observables(network, draws, probes, eval_tokens, ["1:0"], thinning=2)
+    assert list(thinned["draw"].values) == [0, 2]
+    np.testing.assert_allclose(thinned["token_loss"].values[:, 1],
+                               obs["token_loss"].values[:, 2], rtol=1e-5)
+
+
+def test_observables_refuse_bad_input(tiny):
+    _, network, _ = tiny
+    draws = _draws(network, ["1:0"])
+    ok = np.zeros((2, 16), np.int32)
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        evaluate_observables(network, draws, {}, ok, ["1:0"])
+    with pytest.raises(ValueError, match="longer than the context"):
+        evaluate_observables(network, draws, {"p": np.zeros((2, 17), np.int32)}, ok, ["1:0"])
+    with pytest.raises(ValueError, match="non-empty 2-D"):
+        evaluate_observables(network, draws, {"p": np.zeros((0, 8), np.int32)}, ok, ["1:0"])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        evaluate_observables(network, draws, {"p": np.full((1, 8), 300)}, ok, ["1:0"])
+    with pytest.raises(ValueError, match="lack the sites"):
+        evaluate_observables(network, draws, {"p": ok}, ok, ["0:1"])
+    with pytest.raises(ValueError, match="Valid|valid"):
+        evaluate_observables(network, draws, {"p": ok}, ok, ["7:7"])
+
+
+def test_add_observables_puts_them_next_to_the_draws(tiny):
+    _, network, _ = tiny
+    draws = _draws(network, ["1:0"])
+    idata = az.from_dict(posterior={k.replace("/", "."): v for k, v in draws.items()})
+    obs = evaluate_observables(network, draws, {"p": np.ones((1, 8), np.int32)},
+                               np.ones((2, 8), np.int32), ["1:0"])
+    merged = add_observables(idata, obs)
+    post = merged["posterior"] if isinstance(merged, xr.DataTree) else merged.posterior
+    assert {"phi", "sampling_loss", "token_loss"} <= set(post.data_vars)
+    with pytest.raises(ValueError, match="already holds"):
+        add_observables(merged, obs)
+
+
+def test_study_result_structure_and_identities(study):
+    _, result = study
+    chi = result.susceptibility
+    assert list(chi["component"].values) == ["1:0", "0:1", "embed"]
+    assert set(chi["token_probe"].values) == {"code", "legal", "prose", "math", "induction",
+                                        "brackets"}
+    assert chi.sizes["token"] == 3 * 15 * 6
+    for name in ("per_token", "standardized", "global"):
+        assert np.all(np.isfinite(chi[name].values)), name
+    # per-token contributions average exactly to the global value of each probe
+    for probe in np.unique(chi["token_probe"].values):
+        mask = chi["token_probe"].values == probe
+        np.testing.assert_allclose(chi["per_token"].values[:, mask].mean(axis=1),
+                                   chi["global"].sel(probe=probe).values, rtol=1e-10)
+    assert set(result.pca_layers) == {"0", "1"}
+    assert result.llc["loss_trace"].dims == ("component", "chain", "draw")
+    assert np.all(np.isfinite(result.llc["llc_mean"].values))
+    assert "induction_heads" in result.acceptance
+    assert set(chi["label"].values) <= {"word_start", "word_part", "induction", "spacing",
+                                        "left_delimiter", "right_delimiter", "formatting",
+                                        "numeric"}
+
+
+def test_study_resumes_finished_components(study, tiny, monkeypatch):
+    out, result = study
+    _, network, tokenizer = tiny
+    import numpyro_slt.study as study_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished component was sampled again")
+
+    monkeypatch.setattr(study_module, "_sample_component", refuse)
+    again = run_study(network, tokenizer, TINY, out=out, progress=False)
+    np.testing.assert_allclose(again.susceptibility["per_token"].values,
+                               result.susceptibility["per_token"].values, rtol=1e-6)
+    changed = StudyConfig.from_dict({**TINY.to_dict(), "nbeta": 10.0})
+    with pytest.raises(AssertionError, match="sampled again"):
+        run_study(network, tokenizer, changed, out=out, progress=False)
+
+
+def test_same_seed_same_study(study, tiny, tmp_path):
+    _, result = study
+    _, network, tokenizer = tiny
+    again = run_study(network, tokenizer, TINY, progress=False)
+    np.testing.assert_array_equal(again.susceptibility["per_token"].values,
+                                  result.susceptibility["per_token"].values)
+
+
+def test_report_folder(study, tiny):
+    out, result = study
+    _, _, tokenizer = tiny
+    report = write_study(result, out, tokenizer)
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 6
+    for name in ("loss_traces", "llc", "response_global", "response_tokens", "pca_loadings",
+                 "explained_variance", "top_tokens"):
+        assert (out / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    for name in ("response_global", "response_tokens", "pca_layer0_loadings",
+                 "pca_layer1_loadings", "pca_explained_variance", "llc", "head_scores",
+                 "top_tokens"):
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["explained_variance"]) == {"0", "1", "all"}
+    saved = xr.open_dataset(out / "susceptibility.nc", engine="h5netcdf")
+    np.testing.assert_allclose(saved["per_token"].values,
+                               result.susceptibility["per_token"].values)
+    assert sorted(p.name for p in (out / "runs").glob("*.nc")) == ["0-1.nc", "1-0.nc",
+                                                                   "embed.nc"]
+
+
+def test_top_tokens_order_and_context(study, tiny):
+    _, result = study
+    _, _, tokenizer = tiny
+    matrix = result.susceptibility["standardized"]
+    rows = top_tokens(matrix, result.probes, tokenizer.decode, "1:0", k=3)
+    values = [r["value"] for r in rows]
+    column = matrix.sel(component="1:0").values
+    assert values[:3] == sorted(column)[:3] and values[3:] == sorted(column)[::-1][:3]
+    first = rows[0]
+    row = result.probes[first["probe"]][first["sequence"]]
+    assert first["token"] == tokenizer.decode([int(row[first["position"]])])
+    with pytest.raises(ValueError, match="not in the matrix"):
+        top_tokens(matrix, result.probes, tokenizer.decode, "9:9")
+
+
+def test_study_config_refuses_bad_values(tiny):
+    _, network, tokenizer = tiny
+    for bad in ({"num_chains": 0}, {"nbeta": -1.0}, {"gamma": float("nan")},
+                {"step_size": "big"}, {"components": "1:0"}, {"chain_method": "threads"},
+                {"batch_size": 10_000}):
+        with pytest.raises(ValueError, match="StudyConfig"):
+            StudyConfig.from_dict({**TINY.to_dict(), **bad})
+    with pytest.raises(ValueError, match="unknown StudyConfig"):
+        StudyConfig.from_dict({"num_chain": 2})
+    with pytest.raises(ValueError, match="valid"):
+        run_study(network, tokenizer, StudyConfig(components=("5:0",)), progress=False)
+
+
+def test_cli_study_and_errors(tiny, tmp_path, capsys):
+    folder, _, _ = tiny
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({k: v for k, v in TINY.to_dict().items()
+                                  if k != "components"}))
+    out = tmp_path / "out"
+    code = main(["study", "--model", str(folder), "--config", str(config), "--components", "1:1",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert (out / "report.html").exists() and (out / "summary.json").exists()
+    assert "explained variance" in capsys.readouterr().out
+
+    assert main(["study", "--model", str(folder), "--components", "4:4", "--out",
+                 str(tmp_path / "x"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "4:4" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["study", "--model", str(folder), "--config", str(bad)]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["study", "--model", str(tmp_path / "missing")]) == 1
+    assert "model.json" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "study", "--model", str(tmp_path / "missing")])
+
+
+def test_model_folder_refuses_modified_files(tiny, tmp_path):
+    folder, network, tokenizer = tiny
+    copy = tmp_path / "copy"
+    save_model(copy, network, tokenizer)
+    loaded = load_model(copy)
+    assert loaded.network.config == network.config
+    data = (copy / "model.eqx").read_bytes()
+    (copy / "model.eqx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or modified"):
+        load_model(copy)
+    (copy / "model.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_model(copy)
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_model(tmp_path)
