@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,11 @@ import jax
 import numpy as np
 import xarray as xr
 
+from ._config import checked_fields
+from .diagnostics import ess_rhat
 from .estimators.llc import llc
 from .estimators.pca import per_layer_pca, response_pca
-from .estimators.susceptibility import susceptibilities
+from .estimators.susceptibility import split_half_reliability, susceptibilities
 
 __all__ = ["StudyConfig", "StudyResult", "run_study", "study_data", "default_components"]
 
@@ -95,14 +97,14 @@ class StudyConfig:
                 raise ValueError(f"StudyConfig.{name} must be an int >= 0, got {v!r}.")
         for name in ("nbeta", "step_size"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
                 raise ValueError(f"StudyConfig.{name} must be a positive number, got {v!r}.")
-        if not (isinstance(self.gamma, int | float) and np.isfinite(self.gamma)
-                and self.gamma >= 0):
+        if isinstance(self.gamma, bool) or not (isinstance(self.gamma, int | float)
+                                                and np.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"StudyConfig.gamma must be a number >= 0, got {self.gamma!r}.")
         for name in ("repeat_fraction", "random_fraction"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0 <= v <= 1):
+            if isinstance(v, bool) or not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise ValueError(f"StudyConfig.{name} must lie in [0, 1], got {v!r}.")
         if self.batch_size > self.sampling_sequences:
             raise ValueError(f"StudyConfig.batch_size ({self.batch_size}) exceeds "
@@ -133,13 +135,7 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"a study config must be a JSON object, got {type(data).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown StudyConfig field(s) {unknown}; valid: {sorted(known)}.")
-        data = dict(data)
+        data = checked_fields(cls, data)
         if isinstance(data.get("components"), list):
             data["components"] = tuple(data["components"])
         return cls(**data)
@@ -155,8 +151,11 @@ class StudyResult:
         susceptibility: :func:`~numpyro_slt.susceptibilities` over all components: ``per_token``
             and ``standardized`` (component, token), ``global`` (component, probe), ``phi_mean``;
             token coordinates ``token_probe``, ``sequence``, ``position``, ``token_id``, ``label``.
-        llc: per component ``llc_mean``, ``llc_std``, ``loss_ess``, ``loss_rhat``, ``mala_accept``
-            and ``loss_trace`` (component, chain, draw).
+        llc: per component ``llc_mean``, ``llc_std``, ``loss_ess``, ``loss_rhat`` (of the LLC
+            trace), ``phi_ess``, ``phi_rhat`` (of φ_C on the fixed evaluation set: the number of
+            independent draws the susceptibilities rest on), ``split_half_r`` (see
+            :func:`~numpyro_slt.estimators.susceptibility.split_half_reliability`),
+            ``mala_accept``, ``loss_trace`` and ``phi_trace`` (component, chain, draw).
         pca_layers: per-layer PCA of the standardized per-token matrix (layer → Dataset).
         pca_all: PCA over all components.
         head_scores: :func:`~numpyro_slt.nn.score_table` of the network (induction and
@@ -397,11 +396,17 @@ def run_study(
         per_component.append(result.assign_coords(component=[name]))
         estimate = llc(idata)
         stats = _stats(idata)
+        phi_ess, phi_rhat = ess_rhat(post["phi"].values)
+        reliability = (float(split_half_reliability(post["phi"], post["sampling_loss"],
+                                                    post["token_loss"]).squeeze())
+                       if post.sizes["chain"] >= 2 else float("nan"))
         llc_rows.append(xr.Dataset({
             "llc_mean": estimate["llc_mean"], "llc_std": estimate["llc_std"],
             "loss_ess": estimate["loss_ess"], "loss_rhat": estimate["loss_rhat"],
+            "phi_ess": phi_ess, "phi_rhat": phi_rhat, "split_half_r": reliability,
             "mala_accept": float(np.mean(stats["mala_accept"])),
             "loss_trace": estimate["loss_trace"].drop_vars(["chain", "draw"]),
+            "phi_trace": post["phi"].drop_vars(["chain", "draw"]),
         }).expand_dims(component=[name]))
     chi = xr.concat(per_component, dim="component")
     labels = label_sequences  # token labels of every probe token (the predicted token y)

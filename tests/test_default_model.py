@@ -93,7 +93,7 @@ def test_model_folder_round_trip_and_mismatch(default, tmp_path):
 def test_recipe_round_trip_and_validation():
     recipe = DefaultRecipe()
     assert DefaultRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
-    with pytest.raises(ValueError, match="unknown recipe field"):
+    with pytest.raises(ValueError, match="unknown DefaultRecipe field"):
         DefaultRecipe.from_dict({"stages": 3})
     with pytest.raises(ValueError, match="fraction"):
         recipe.scaled(0.0)

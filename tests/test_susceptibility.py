@@ -197,3 +197,23 @@ def test_linear_response_finite_difference_matches_the_covariance():
     assert chi < 0  # q′ sharpens the posterior along the directions φ measures
     print("finite difference", finite_difference, "covariance", chi)
     assert finite_difference == pytest.approx(chi, rel=0.15)
+
+
+def test_split_half_reliability_separates_signal_from_noise():
+    from numpyro_slt.estimators.susceptibility import split_half_reliability
+
+    rng = np.random.default_rng(3)
+    chains, draws, tokens = 4, 4000, 60
+    phi = rng.normal(size=(chains, draws))
+    slope = rng.normal(size=tokens)  # token t covaries with phi through slope[t]
+    signal = phi[..., None] * slope + rng.normal(size=(chains, draws, tokens))
+    noise = rng.normal(size=(chains, draws, tokens))
+    dims = ("chain", "draw")
+    as_xr = [xr.DataArray(phi, dims=dims), xr.DataArray(np.zeros((chains, draws)), dims=dims)]
+    strong = split_half_reliability(*as_xr, xr.DataArray(signal, dims=(*dims, "token")))
+    none = split_half_reliability(*as_xr, xr.DataArray(noise, dims=(*dims, "token")))
+    assert float(strong.squeeze()) > 0.95
+    assert abs(float(none.squeeze())) < 0.3
+    with pytest.raises(ValueError, match="2 chains"):
+        split_half_reliability(as_xr[0].isel(chain=[0]), as_xr[1].isel(chain=[0]),
+                               xr.DataArray(noise[:1], dims=(*dims, "token")))

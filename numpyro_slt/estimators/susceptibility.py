@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 
-__all__ = ["susceptibilities", "response_matrix"]
+__all__ = ["susceptibilities", "response_matrix", "split_half_reliability"]
 
 Centring = Literal["covariance", "full_chain"]
 
@@ -134,3 +134,29 @@ def _align(phi: xr.DataArray, sampling_loss: xr.DataArray,
 
 def _sizes(arrays: Mapping[str, xr.DataArray]) -> dict[str, Mapping[str, int]]:
     return {name: array.sizes for name, array in arrays.items()}
+
+
+def split_half_reliability(phi: xr.DataArray, sampling_loss: xr.DataArray,
+                           token_losses: xr.DataArray) -> xr.DataArray:
+    """How reproducible the per-token susceptibilities are: the correlation, over tokens, of the
+    standardized χ̃^C_xy estimated from the first half of the chains with the one estimated from
+    the second half (per component; needs at least 2 chains).
+
+    The two halves share no draws, so their noise is independent: r ≈ 1 means the per-token
+    pattern is signal, r ≈ 0 means it is Monte Carlo noise (sample more, or thin more when the
+    draws are autocorrelated).
+    """
+    phi, sampling_loss, token_losses = _align(phi, sampling_loss, token_losses)
+    chains = phi.sizes["chain"]
+    if chains < 2:
+        raise ValueError(f"split-half reliability needs at least 2 chains, got {chains}")
+    halves = [slice(0, chains // 2), slice(chains // 2, chains)]
+    first, second = (
+        susceptibilities(phi.isel(chain=h), sampling_loss.isel(chain=h),
+                         token_losses.isel(chain=h))["standardized"]
+        for h in halves
+    )
+    a = first - first.mean("token")
+    b = second - second.mean("token")
+    denominator = np.sqrt((a**2).sum("token") * (b**2).sum("token"))
+    return ((a * b).sum("token") / denominator.where(denominator > 0)).rename("split_half_r")

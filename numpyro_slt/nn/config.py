@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .._config import checked_fields
+
 __all__ = ["TransformerConfig"]
 
 _POSITIVE_INTS = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab")
@@ -138,13 +140,7 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (they signal a mismatched file)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown TransformerConfig field(s) {unknown}; valid fields are {sorted(known)}."
-            )
-        return cls(**data)
+        return cls(**checked_fields(cls, data))
 
 
 def _default(name: str) -> Any:

@@ -29,7 +29,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +37,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from .._config import checked_fields
 from .._io import atomic_write
 from .config import TransformerConfig
 from .induction import score_table
@@ -111,13 +112,7 @@ class DefaultRecipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DefaultRecipe:
-        if not isinstance(data, dict):
-            raise ValueError(f"a recipe must be a JSON object, got {type(data).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown recipe field(s) {unknown}; valid: {sorted(known)}.")
-        data = dict(data)
+        data = checked_fields(cls, data)
         if "model" in data:
             data["model"] = TransformerConfig.from_dict(data["model"])
         for stage in ("stage1", "stage2"):

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._config import checked_fields
 from .._io import atomic_write
 from .config import TransformerConfig
 from .induction import repeated_random_tokens, score_from_patterns
@@ -108,15 +109,17 @@ class TrainConfig:
             )
         for name in ("learning_rate", "grad_clip"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
+                                           and v > 0):
                 raise ValueError(f"TrainConfig.{name} must be a positive finite number, got {v!r}.")
         for name in ("weight_decay", "final_lr_fraction"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
+                                           and v >= 0):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}.")
         for name in ("b1", "b2"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
                 raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got {v!r}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,11 +127,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(known)}.")
-        return cls(**data)
+        return cls(**checked_fields(cls, data))
 
 
 # ---------------------------------------------------------------------------- optimiser, batches

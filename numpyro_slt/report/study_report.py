@@ -120,13 +120,11 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
                                                              loadings.values, strict=True)])
     _write_csv(tables / "pca_explained_variance.csv", ["layer", "pc", "explained_variance_ratio"],
                variance_rows)
-    llc_rows = [[c, float(llc_table["llc_mean"].sel(component=c)),
-                 float(llc_table["llc_std"].sel(component=c)),
-                 float(llc_table["loss_ess"].sel(component=c)),
-                 float(llc_table["loss_rhat"].sel(component=c)),
-                 float(llc_table["mala_accept"].sel(component=c))] for c in components]
-    _write_csv(tables / "llc.csv", ["component", "llc_mean", "llc_std", "loss_ess", "loss_rhat",
-                                    "mala_accept"], llc_rows)
+    columns = ["llc_mean", "llc_std", "loss_ess", "loss_rhat", "phi_ess", "phi_rhat",
+               "split_half_r", "mala_accept"]
+    llc_rows = [[c, *(float(llc_table[k].sel(component=c)) for k in columns)]
+                for c in components]
+    _write_csv(tables / "llc.csv", ["component", *columns], llc_rows)
     head_rows = [[h["head"], h["induction"], h["previous_token"], roles.get(h["head"], "")]
                  for h in result.head_scores["heads"]]
     _write_csv(tables / "head_scores.csv", ["head", "induction", "previous_token", "role"],
@@ -141,8 +139,10 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
 
     # plots
     images = {}
-    images["loss"] = plot_loss_traces(llc_table["loss_trace"], llc_table["loss_ess"],
-                                      llc_table["loss_rhat"], plots / "loss_traces.png")
+    images["loss"] = plot_loss_traces(llc_table["phi_trace"], llc_table["phi_ess"],
+                                      llc_table["phi_rhat"], plots / "loss_traces.png",
+                                      title="φ_C = L_q(w) − L_q(w*) on the fixed evaluation set, "
+                                            "per chain")
     images["llc"] = plot_llc(llc_table["llc_mean"], llc_table["llc_std"], plots / "llc.png",
                              title="Refined LLC per component (weight-restricted runs)")
     images["global"] = plot_response_heatmap(global_matrix, plots / "response_global.png",
@@ -187,7 +187,10 @@ def _summary(result) -> dict[str, Any]:
         "llc": {c: {"mean": float(llc_table["llc_mean"].sel(component=c)),
                     "std": float(llc_table["llc_std"].sel(component=c)),
                     "rhat": float(llc_table["loss_rhat"].sel(component=c)),
-                    "ess": float(llc_table["loss_ess"].sel(component=c))}
+                    "ess": float(llc_table["loss_ess"].sel(component=c)),
+                    "phi_ess": float(llc_table["phi_ess"].sel(component=c)),
+                    "phi_rhat": float(llc_table["phi_rhat"].sel(component=c)),
+                    "split_half_r": float(llc_table["split_half_r"].sel(component=c))}
                 for c in result.components},
         "explained_variance": {
             layer: [float(x) for x in pca["explained_variance_ratio"].values[:3]]
@@ -230,16 +233,22 @@ def _report(result, summary, images, roles, top) -> list[Section]:
                   ["head", "induction", "previous token", "role"],
                   [[h["head"], h["induction"], h["previous_token"], roles.get(h["head"], "")]
                    for h in result.head_scores["heads"]])
-    llc_rows = [[k, v["mean"], v["std"], v["ess"], v["rhat"]] for k, v in summary["llc"].items()]
-    chains = Table("Refined LLC and loss-trace diagnostics", ["component", "LLC", "std", "ESS",
-                                                              "R̂"], llc_rows)
+    llc_rows = [[k, v["mean"], v["std"], v["ess"], v["rhat"], v["phi_ess"], v["phi_rhat"],
+                 v["split_half_r"]] for k, v in summary["llc"].items()]
+    chains = Table("Refined LLC with the ESS and R̂ of its trace; ESS and R̂ of φ_C (what the "
+                   "susceptibilities rest on); split-half reliability r of the per-token "
+                   "susceptibilities (≈ 0: Monte Carlo noise)",
+                   ["component", "LLC", "std", "ESS", "R̂", "φ ESS", "φ R̂", "split-half r"],
+                   llc_rows)
     top_table = Table("Top tokens (χ < 0 expresses, > 0 suppresses)",
                       ["component", "direction", "χ", "probe", "context", "token"],
                       [[r["component"], r["direction"], r["value"], r["probe"],
                         r["context"][-40:], r["token"]] for r in top])
     return [
         Section("Settings", settings),
-        Section("Chains", "SGLD loss traces per component with ESS and R̂ of the LLC trace.",
+        Section("Chains", "φ_C at the kept draws of every chain, with its ESS and R̂. The "
+                "per-token susceptibilities are covariances over these draws: their noise falls "
+                "as 1/√ESS(φ), not 1/√draws.",
                 images=[images["loss"], images["llc"]], tables=[chains]),
         Section("Response matrix", "Global susceptibility per probe distribution and the "
                 "standardized per-token response matrix.",
