@@ -66,6 +66,9 @@ class StudyConfig:
             of those segments that are random tokens (the default model's training mixture).
         seed: seed of the data and of the chains.
         chain_method: ``"sequential"``, ``"vectorized"`` or ``"parallel"`` (NumPyro's).
+        fast_path: for a component downstream of layer 0, cache the frozen residual stream x^L
+            of the data and run only layers L.. per step and per draw (same estimates up to
+            float rounding; see :func:`~numpyro_slt.nn.posterior.upstream_residual`).
     """
 
     components: tuple[str, ...] | None = None
@@ -83,7 +86,8 @@ class StudyConfig:
     repeat_fraction: float = 0.5
     random_fraction: float = 0.5
     seed: int = 0
-    chain_method: str = "sequential"
+    chain_method: str = "vectorized"
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_chains", "num_draws", "thinning", "sampling_sequences",
@@ -109,6 +113,9 @@ class StudyConfig:
         if self.batch_size > self.sampling_sequences:
             raise ValueError(f"StudyConfig.batch_size ({self.batch_size}) exceeds "
                              f"sampling_sequences ({self.sampling_sequences}).")
+        if not isinstance(self.fast_path, bool):
+            raise ValueError(f"StudyConfig.fast_path must be true or false, got "
+                             f"{self.fast_path!r}.")
         if self.chain_method not in ("sequential", "vectorized", "parallel"):
             raise ValueError("StudyConfig.chain_method must be 'sequential', 'vectorized' or "
                              f"'parallel', got {self.chain_method!r}.")
@@ -245,7 +252,7 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     from .handlers import localize, temper
     from .kernels import SGLD
     from .nn.observables import add_observables, evaluate_observables
-    from .nn.posterior import language_model, parameter_sites
+    from .nn.posterior import first_layer, language_model, parameter_sites, upstream_residual
 
     model = language_model(network, [component], batch_size=config.batch_size)
     center = parameter_sites(network, [component])
@@ -255,9 +262,12 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
                 num_samples=config.num_draws * config.thinning, thinning=config.thinning,
                 num_chains=config.num_chains, chain_method=config.chain_method,
                 progress_bar=False)
-    mcmc.run(key, data["sampling"])
+    fast = config.fast_path and first_layer(network, [component]) > 0
+    upstream = upstream_residual(network, data["sampling"], [component]) if fast else None
+    mcmc.run(key, data["sampling"], upstream)
     draws = mcmc.get_samples(group_by_chain=True)
-    observables = evaluate_observables(network, draws, data["probes"], data["eval"], [component])
+    observables = evaluate_observables(network, draws, data["probes"], data["eval"], [component],
+                                       fast_path=config.fast_path)
     idata = az.from_numpyro(mcmc, log_likelihood=False)
     idata = add_observables(idata, observables.assign_coords(draw=_draw_coord(idata)))
     return idata

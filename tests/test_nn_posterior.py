@@ -138,3 +138,53 @@ def test_bad_tokens_and_components(trained):
         language_model(network, ["1:7"])
     with pytest.raises(ValueError, match="batch_size"):
         language_model(network, batch_size=0)
+
+
+@pytest.mark.parametrize("components", [["1:1"], ["unembed"], ["1:0", "unembed"]])
+def test_restricted_fast_path_gives_the_same_energy_gradient_and_llc(trained, components):
+    from numpyro_slt.nn.posterior import first_layer, upstream_residual
+
+    network, tokens, _ = trained
+    center = parameter_sites(network, components)
+    posterior = slt.localize(slt.temper(language_model(network, components, batch_size=16),
+                                        30.0), center, 100.0)
+    upstream = upstream_residual(network, tokens, components, chunk=24)
+    assert upstream.shape == (64, 15, CONFIG.d_model)
+    assert first_layer(network, components) == min(
+        {"1:1": 1, "1:0": 1, "unembed": 2}[c] for c in components)
+    shifted = jax.tree.map(lambda x: x + 0.02, center)
+    indices = {"sequences": jnp.arange(3, 19)}
+    plain_info = _model.inspect_model(posterior, (tokens,), {})
+    fast_info = _model.inspect_model(posterior, (tokens, upstream), {})
+
+    def energy(info, args):
+        return lambda z: _model.energy_and_loss(info, args, {}, z, indices)[0]
+
+    plain = jax.value_and_grad(energy(plain_info, (tokens,)))(shifted)
+    fast = jax.value_and_grad(energy(fast_info, (tokens, upstream)))(shifted)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+    for name in center:
+        np.testing.assert_allclose(fast[1][name], plain[1][name], rtol=1e-4, atol=1e-6)
+
+    if components == ["1:1"]:  # one full run per path is enough to check the plumbing
+
+        def run(*args):
+            mcmc = MCMC(slt.SGLD(posterior, 1e-4), num_warmup=0, num_samples=30, num_chains=2,
+                        progress_bar=False, chain_method="vectorized")
+            mcmc.run(jax.random.PRNGKey(3), *args)
+            return slt.llc(mcmc)["llc_per_chain"].values
+
+        np.testing.assert_allclose(run(tokens, upstream), run(tokens), rtol=1e-3)
+
+
+def test_fast_path_refuses_what_it_cannot_cache(trained):
+    from numpyro_slt.nn.posterior import upstream_residual
+
+    network, tokens, _ = trained
+    with pytest.raises(ValueError, match="nothing upstream is frozen"):
+        upstream_residual(network, tokens, ["0:1"])
+    model = language_model(network, ["1:0"], batch_size=8)
+    posterior = slt.localize(slt.temper(model, 30.0), parameter_sites(network, ["1:0"]), 100.0)
+    wrong = upstream_residual(network, tokens[:10], ["1:0"])
+    with pytest.raises(ValueError, match="upstream has shape"):
+        _model.inspect_model(posterior, (tokens, wrong), {})

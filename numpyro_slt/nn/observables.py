@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Int
 
-from .posterior import _canonical, network_at, parameter_sites
-from .transformer import AttentionOnlyTransformer
+from .posterior import _canonical, first_layer, network_at, parameter_sites, upstream_residual
+from .transformer import AttentionOnlyTransformer, _next_token_nll
 
 __all__ = ["evaluate_observables", "token_coordinates", "add_observables"]
 
@@ -69,18 +69,25 @@ def token_coordinates(probes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def _losses_fn(network: AttentionOnlyTransformer, components: tuple[str, ...] | None):
-    """A jitted f(values [batches, draw_batch, ...], tokens [P, S]) → ℓ [batches, draw_batch,
-    P·(S−1)]: every token's loss at every draw, vmapped over the draws of a batch and mapped
-    over the batches."""
+    """A jitted f(values [batches, draw_batch, ...], tokens [P, S], upstream) → ℓ [batches,
+    draw_batch, P·(S−1)]: every token's loss at every draw, vmapped over the draws of a batch
+    and mapped over the batches. With ``upstream`` (the frozen x^L of ``tokens[:, :-1]``, see
+    :func:`~numpyro_slt.nn.posterior.upstream_residual`) only layers L.. and the unembedding
+    run per draw."""
+    layer = first_layer(network, components)
 
-    def one_draw(values, tokens):
+    def one_draw(values, tokens, upstream):
         net = network_at(network, values, components)
-        return jax.vmap(net.token_losses)(tokens).reshape(-1)
+        if upstream is None:
+            return jax.vmap(net.token_losses)(tokens).reshape(-1)
+        logits = jax.vmap(lambda x: net.unembed(net.residual_from(layer, x)))(upstream)
+        return jax.vmap(_next_token_nll)(logits, tokens[:, 1:]).reshape(-1)
 
     @eqx.filter_jit
-    def batched(values, tokens):
-        return jax.lax.map(lambda vals: jax.vmap(one_draw, in_axes=(0, None))(vals, tokens),
-                           values)
+    def batched(values, tokens, upstream):
+        return jax.lax.map(
+            lambda vals: jax.vmap(one_draw, in_axes=(0, None, None))(vals, tokens, upstream),
+            values)
 
     return batched
 
@@ -94,6 +101,7 @@ def evaluate_observables(
     *,
     thinning: int = 1,
     draw_batch: int = 8,
+    fast_path: bool = True,
 ) -> xr.Dataset:
     """Evaluate ``sampling_loss``, ``phi`` and ``token_loss`` at the kept draws.
 
@@ -107,6 +115,9 @@ def evaluate_observables(
     :param components: the sampled components (None: the whole network).
     :param thinning: evaluate every ``thinning``-th draw.
     :param draw_batch: draws evaluated together in one vmapped call.
+    :param fast_path: when the components leave everything upstream of a layer L > 0 frozen,
+        compute x^L of the probe and evaluation tokens once and run only layers L.. per draw
+        (same losses up to float rounding).
     :returns: Dataset with ``sampling_loss`` and ``phi`` (chain, draw), ``token_loss``
         (chain, draw, token) with the coordinates of :func:`token_coordinates`, and the scalar
         ``sampling_loss_at_center`` L_q(w*).
@@ -147,9 +158,11 @@ def evaluate_observables(
 
     batched = _losses_fn(network, components)
     one = {k: jnp.asarray(v)[None, None] for k, v in center.items()}
+    fast = fast_path and first_layer(network, components) > 0
 
     def losses(vals, tokens):
-        out = np.asarray(batched(vals, jnp.asarray(tokens)))
+        upstream = upstream_residual(network, tokens, components) if fast else None
+        out = np.asarray(batched(vals, jnp.asarray(tokens), upstream))
         return out.reshape(out.shape[0] * out.shape[1], -1)
 
     center_loss = float(losses(one, eval_arr).mean())

@@ -33,7 +33,7 @@ from .components import get_component, named_parameters, parse_component, replac
 from .components import set_component as _set_component
 from .transformer import AttentionOnlyTransformer
 
-__all__ = ["language_model", "parameter_sites", "network_at"]
+__all__ = ["language_model", "parameter_sites", "network_at", "first_layer", "upstream_residual"]
 
 
 def parameter_sites(
@@ -65,6 +65,53 @@ def network_at(
     return network
 
 
+def first_layer(network: AttentionOnlyTransformer, components: Iterable[str] | None) -> int:
+    """L, the first layer whose input x^L depends on the sampled ``components``: 0 for the whole
+    network, ``"embed"`` or ``"pos"``; l for a head ``"l:h"`` or ``"layer l"``; ``n_layers`` for
+    ``"unembed"``. Everything upstream of x^L is frozen, so x^L can be computed once."""
+    if components is None:
+        return 0
+    layers = []
+    for name in _canonical(network, components):
+        spec = parse_component(name, network.config)
+        layers.append({"embed": 0, "pos": 0, "unembed": network.config.n_layers}
+                      .get(spec.kind, spec.layer))
+    return min(layers)
+
+
+def upstream_residual(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    components: Iterable[str],
+    *,
+    chunk: int = 256,
+) -> Float[Array, "sequences positions d_model"]:
+    """The frozen residual stream x^L (L = :func:`first_layer`) of the model inputs
+    ``tokens[:, :-1]``, computed once in chunks of sequences: the cache of the restricted fast
+    path (pass it to the model of :func:`language_model` as ``upstream``)."""
+    tokens = _check_tokens(tokens, network)
+    layer = first_layer(network, components)
+    if layer == 0:
+        raise ValueError(f"components {list(components)} change the embedding or layer 0: "
+                         "nothing upstream is frozen, so there is nothing to cache.")
+    inputs = np.asarray(tokens)[:, :-1]
+    pad = -len(inputs) % chunk
+    padded = np.concatenate([inputs, np.repeat(inputs[-1:], pad, axis=0)]).reshape(
+        -1, chunk, inputs.shape[1])
+    residual = _upstream_fn(network, layer)(jnp.asarray(padded))
+    return residual.reshape(-1, *residual.shape[2:])[: len(inputs)]
+
+
+def _upstream_fn(network: AttentionOnlyTransformer, layer: int):
+    def one(seq):
+        resid = network.embed(seq)
+        for l in range(layer):
+            resid = network.apply_layer(l, resid)
+        return resid
+
+    return jax.jit(lambda chunks: jax.lax.map(jax.vmap(one), chunks))
+
+
 def language_model(
     network: AttentionOnlyTransformer,
     components: Iterable[str] | None = None,
@@ -79,15 +126,25 @@ def language_model(
     :param batch_size: sequences per minibatch (the plate's ``subsample_size``); None uses all.
     :param prior_scale: standard deviation of the placeholder N(0, s²) priors, which
         :func:`numpyro_slt.localize` replaces.
+
+    The model is ``model(tokens, upstream=None)``. With ``upstream`` =
+    :func:`upstream_residual` ``(network, tokens, components)`` (the restricted fast path) the
+    frozen part of the network upstream of the components is not recomputed: each step runs
+    only layers L.. and the unembedding on the cached x^L of the minibatch's sequences, which
+    gives the same losses and gradients up to float rounding.
     """
     if components is not None:
         components = _canonical(network, components)
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     shapes = {name: value.shape for name, value in parameter_sites(network, components).items()}
+    layer = first_layer(network, components)
 
-    def model(tokens: Int[Array, "sequences context"]) -> None:
+    def model(tokens: Int[Array, "sequences context"],
+              upstream: Float[Array, "sequences positions d_model"] | None = None) -> None:
         tokens = _check_tokens(tokens, network)
+        if upstream is not None:
+            _check_upstream(upstream, tokens, network, layer)
         values = {
             name: numpyro.sample(name, dist.Normal(0.0, prior_scale).expand(shape)
                                  .to_event(len(shape)))
@@ -96,8 +153,13 @@ def language_model(
         current = network_at(network, values, components)
         sequences = numpyro.plate("sequences", tokens.shape[0], subsample_size=batch_size, dim=-2)
         with sequences as idx:
-            batch = tokens[idx.reshape(-1)]
-            logits = jax.vmap(current)(batch[:, :-1])
+            rows = idx.reshape(-1)
+            batch = tokens[rows]
+            if upstream is None:
+                logits = jax.vmap(current)(batch[:, :-1])
+            else:
+                logits = jax.vmap(lambda x: current.unembed(current.residual_from(layer, x)))(
+                    upstream[rows])
             numpyro.sample("next_token", dist.Categorical(logits=logits), obs=batch[:, 1:])
 
     model.network = network
@@ -114,6 +176,16 @@ def _canonical(network: AttentionOnlyTransformer, components: Iterable[str]) -> 
     if len(set(names)) != len(names):
         raise ValueError(f"components {list(names)} name a component twice")
     return names
+
+
+def _check_upstream(upstream, tokens, network: AttentionOnlyTransformer, layer: int) -> None:
+    if layer == 0:
+        raise ValueError("upstream was given but the sampled components change the embedding or "
+                         "layer 0; sample with upstream=None.")
+    expected = (tokens.shape[0], tokens.shape[1] - 1, network.config.d_model)
+    if tuple(upstream.shape) != expected:
+        raise ValueError(f"upstream has shape {tuple(upstream.shape)}, expected {expected}: pass "
+                         "upstream_residual(network, tokens, components) of the same tokens.")
 
 
 def _check_tokens(tokens, network: AttentionOnlyTransformer):
