@@ -32,7 +32,7 @@ $(VENV312)/.installed: pyproject.toml
 
 # The main job on the embedded default model: a quick susceptibility study (<= 5 min on 2 cores).
 demo: $(VENV)/.installed
-	$(VENV)/bin/numpyro-slt study --quick --out out/demo
+	$(VENV)/bin/numpyro-slt study --quick --resume --out out/demo
 
 # Rebuild the shipped default model from scratch (tokenizer, two training stages; resumable).
 model: $(VENV)/.installed

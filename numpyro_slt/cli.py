@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--chains", type=_positive, default=None)
     study.add_argument("--draws", type=_positive, default=None)
     study.add_argument("--seed", type=int, default=None)
-    study.add_argument("--no-resume", action="store_true",
-                       help="sample every component again even if a finished run is in --out")
+    study.add_argument("--resume", action="store_true",
+                       help="continue a study in --out: reuse the components it finished with the "
+                            "same settings (an interrupted run loses at most one component)")
     study.add_argument("--no-progress", action="store_true")
 
     train = sub.add_parser("train", help="train a model with the default recipe")
@@ -95,9 +96,12 @@ def _study(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder.")
+    if not args.resume and any((out / "runs").glob("*.nc")):
+        raise ValueError(f"--out {out} holds runs of an earlier study: pass --resume to continue "
+                         "it, or choose another --out.")
     t0 = time.perf_counter()
     result = run_study(loaded.network, loaded.tokenizer, config, out=out,
-                       resume=not args.no_resume, progress=not args.no_progress)
+                       resume=args.resume, progress=not args.no_progress)
     report = write_study(result, out, loaded.tokenizer)
     acc = result.acceptance
     print(f"wrote {report} in {time.perf_counter() - t0:.0f} s")

@@ -48,7 +48,7 @@ def test_config_loaders_accept_or_raise_value_error(cls):
 
 flags = st.sampled_from([
     "study", "train", "--quick", "--out", "--model", "--config", "--components", "--chains",
-    "--draws", "--seed", "--no-resume", "--no-progress", "--recipe", "--work", "1:3", "embed",
+    "--draws", "--seed", "--resume", "--no-progress", "--recipe", "--work", "1:3", "embed",
     "0", "-1", "3", "abc", "9:9", "",
 ])
 

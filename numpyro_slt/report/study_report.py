@@ -218,11 +218,13 @@ def _report(result, summary, images, roles, top) -> list[Section]:
                      [[k, *(v + [float("nan")] * (3 - len(v)))]
                       for k, v in summary["explained_variance"].items()])
     separation_rows = [[e["pc"], e["explained_variance_ratio"], e.get("heads_gap"),
+                        ", ".join(e.get("separated_heads", [])),
                         e.get("induction_tokens_cohens_d")] for e in acc.get("layer1", [])]
     separation = Table("Layer-1 PCs: gap between induction heads and the other heads (> 0: "
-                       "separated), and Cohen's d of induction-labelled tokens",
-                       ["PC", "explained variance", "heads gap", "induction tokens d"],
-                       separation_rows)
+                       "all separated), the induction heads that lie beyond every other head, "
+                       "and Cohen's d of induction-labelled tokens",
+                       ["PC", "explained variance", "heads gap", "separated induction heads",
+                        "induction tokens d"], separation_rows)
     verdict = (f"Induction heads (layer-1 induction score ≥ 0.3): "
                f"{', '.join(acc.get('induction_heads', [])) or 'none'}. "
                f"Separated from the other layer-1 heads along one of PC1–PC3: "
