@@ -403,8 +403,7 @@ def run_study(
     llc_rows = []
     for name, idata in runs.items():
         post = _posterior(idata)
-        result = susceptibilities(post["phi"], post["sampling_loss"], post["token_loss"],
-                                  probe=post["token_probe"])
+        result = susceptibilities(idata)  # the observables in the run's posterior group
         per_component.append(result.assign_coords(component=[name]))
         estimate = llc(idata)
         stats = _stats(idata)

@@ -105,6 +105,14 @@ def test_add_observables_puts_them_next_to_the_draws(tiny):
     assert {"phi", "sampling_loss", "token_loss"} <= set(post.data_vars)
     with pytest.raises(ValueError, match="already holds"):
         add_observables(merged, obs)
+    from numpyro_slt import susceptibilities
+
+    direct = susceptibilities(obs["phi"], obs["sampling_loss"], obs["token_loss"],
+                              probe=obs["token_probe"])
+    xr.testing.assert_allclose(susceptibilities(merged)["per_token"], direct["per_token"])
+    with pytest.raises(ValueError, match="lacks the observables"):
+        susceptibilities(idata.__class__(posterior=post[["1:0.W_Q"]]) if not isinstance(
+            merged, xr.DataTree) else xr.DataTree.from_dict({"posterior": post[["1:0.W_Q"]]}))
 
 
 def test_study_result_structure_and_identities(study):

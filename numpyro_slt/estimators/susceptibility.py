@@ -22,7 +22,7 @@ draws. χ^C_xy < 0 means C expresses (helps predict) y in context x; > 0 means C
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -33,9 +33,9 @@ Centring = Literal["covariance", "full_chain"]
 
 
 def susceptibilities(
-    phi: xr.DataArray,
-    sampling_loss: xr.DataArray,
-    token_losses: xr.DataArray,
+    phi: Any,
+    sampling_loss: xr.DataArray | None = None,
+    token_losses: xr.DataArray | None = None,
     *,
     probe: xr.DataArray | None = None,
     centring: Centring = "covariance",
@@ -43,7 +43,11 @@ def susceptibilities(
 ) -> xr.Dataset:
     """Per-token and global susceptibilities of the components in ``phi``.
 
-    :param phi: φ_C at each draw, dims (component, chain, draw) or (chain, draw).
+    :param phi: φ_C at each draw, dims (component, chain, draw) or (chain, draw); or the ArviZ
+        data (``InferenceData`` or ``DataTree``) of a run whose posterior group holds the
+        observables ``phi``, ``sampling_loss`` and ``token_loss`` (as written by
+        :func:`numpyro_slt.nn.observables.add_observables`), in which case the probe labels are
+        its ``token_probe`` coordinate and the other two arguments must be left out.
     :param sampling_loss: L_q at the same draws, same dims as ``phi``.
     :param token_losses: ℓ_xy at the same draws, dims (…, chain, draw, token).
     :param probe: optional label of each token's probe distribution (dim token); the global
@@ -54,6 +58,9 @@ def susceptibilities(
     :return: Dataset with ``per_token`` (component, token), ``standardized`` (component, token),
         ``global`` (component[, probe]) and ``phi_mean`` (component).
     """
+    if not isinstance(phi, xr.DataArray):
+        phi, sampling_loss, token_losses, probe = _from_arviz(phi, sampling_loss, token_losses,
+                                                              probe)
     phi, sampling_loss, token_losses = _align(phi, sampling_loss, token_losses)
     if centring not in ("covariance", "full_chain"):
         raise ValueError(f"centring must be 'covariance' or 'full_chain', got {centring!r}")
@@ -96,6 +103,29 @@ def response_matrix(result: xr.Dataset, *, standardized: bool = True) -> xr.Data
     """The per-token response matrix X[token, component] (standardized by default)."""
     name = "standardized" if standardized else "per_token"
     return result[name].transpose("token", "component")
+
+
+def _from_arviz(data: Any, sampling_loss, token_losses, probe):
+    """(phi, sampling_loss, token_loss, probe) from the posterior group of ArviZ data."""
+    if sampling_loss is not None or token_losses is not None:
+        raise TypeError("pass either ArviZ data alone or the three DataArrays phi, "
+                        "sampling_loss and token_losses")
+    if hasattr(xr, "DataTree") and isinstance(data, xr.DataTree):
+        if "posterior" not in data.children:
+            raise ValueError("the DataTree has no posterior group")
+        posterior = data["posterior"].to_dataset()
+    elif hasattr(data, "posterior"):
+        posterior = data.posterior
+    else:
+        raise TypeError("phi must be an xarray.DataArray or ArviZ data (InferenceData or "
+                        f"DataTree), got {type(data).__name__}")
+    missing = [v for v in ("phi", "sampling_loss", "token_loss") if v not in posterior]
+    if missing:
+        raise ValueError(f"the posterior group lacks the observables {missing}; evaluate them "
+                         "with numpyro_slt.nn.observables and add_observables")
+    if probe is None and "token_probe" in posterior.coords:
+        probe = posterior["token_probe"]
+    return posterior["phi"], posterior["sampling_loss"], posterior["token_loss"], probe
 
 
 def _align(phi: xr.DataArray, sampling_loss: xr.DataArray,
