@@ -288,7 +288,8 @@ def _posterior(idata) -> xr.Dataset:
 
 
 def _save_run(idata, path: Path, settings: str) -> None:
-    """Write the ArviZ data to netCDF (site names made file-safe: "1:6/W_Q" → "1:6.W_Q")."""
+    """Write the ArviZ data to netCDF (any "/" in a name, which netCDF reserves for groups,
+    becomes ".")."""
     posterior = _posterior(idata)
     names = [*posterior.data_vars, *posterior.dims]
     renamed = posterior.rename({k: k.replace("/", ".") for k in names if "/" in str(k)})

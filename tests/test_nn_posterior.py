@@ -90,7 +90,7 @@ def test_restricted_run_moves_only_the_selected_component(trained):
     draws = mcmc.get_samples()
     assert set(draws) == set(center)
     last = {k: v[-1] for k, v in draws.items()}
-    assert not np.allclose(last["1:0/W_Q"], center["1:0/W_Q"])
+    assert not np.allclose(last["1:0.W_Q"], center["1:0.W_Q"])
     moved = network_at(network, last, components)
     before, after = named_parameters(network), named_parameters(moved)
     for field in before:

@@ -97,11 +97,16 @@ def test_observables_refuse_bad_input(tiny):
 def test_add_observables_puts_them_next_to_the_draws(tiny):
     _, network, _ = tiny
     draws = _draws(network, ["1:0"])
-    idata = az.from_dict(posterior={k.replace("/", "."): v for k, v in draws.items()})
+    posterior = dict(draws)
+    if az.__version__.startswith("0."):  # InferenceData
+        idata = az.from_dict(posterior=posterior)
+    else:  # ArviZ 1.x: a DataTree
+        idata = az.from_dict({"posterior": posterior})
     obs = evaluate_observables(network, draws, {"p": np.ones((1, 8), np.int32)},
                                np.ones((2, 8), np.int32), ["1:0"])
     merged = add_observables(idata, obs)
-    post = merged["posterior"] if isinstance(merged, xr.DataTree) else merged.posterior
+    post = (merged["posterior"].to_dataset() if isinstance(merged, xr.DataTree)
+            else merged.posterior)
     assert {"phi", "sampling_loss", "token_loss"} <= set(post.data_vars)
     with pytest.raises(ValueError, match="already holds"):
         add_observables(merged, obs)

@@ -13,7 +13,8 @@ N·(context − 1). Wrapped in :func:`numpyro_slt.temper` and :func:`numpyro_slt
 trained value, which is the weight-restricted posterior.
 
 Site names: a whole-network site is the parameter's field name (``"W_Q"``); a component site is
-``"<component>/<field>"`` (``"1:6/W_Q"``, ``"embed/W_E"``).
+``"<component>.<field>"`` (``"1:6.W_Q"``, ``"embed.W_E"``): no ``/``, which ArviZ 1.x
+(xarray ``DataTree``) and netCDF reserve for paths.
 """
 
 # ruff: noqa: F722
@@ -46,7 +47,7 @@ def parameter_sites(
     sites: dict[str, jnp.ndarray] = {}
     for name in _canonical(network, components):
         for field, value in get_component(network, name).items():
-            sites[f"{name}/{field}"] = value
+            sites[f"{name}.{field}"] = value
     return sites
 
 
@@ -59,7 +60,7 @@ def network_at(
     if components is None:
         return replace_parameters(network, values)
     for name in _canonical(network, components):
-        prefix = f"{name}/"
+        prefix = f"{name}."
         part = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
         network = _set_component(network, name, part)
     return network
