@@ -82,7 +82,7 @@ def test_restricted_run_moves_only_the_selected_component(trained):
     network, tokens, _ = trained
     components = ["1:0"]
     center = parameter_sites(network, components)
-    assert set(center) == {f"1:0/{f}" for f in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+    assert set(center) == {f"1:0.{f}" for f in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
     posterior = slt.localize(slt.temper(language_model(network, components, batch_size=16),
                                         100.0), center, 100.0)
     mcmc = MCMC(slt.SGLD(posterior, 1e-4), num_warmup=0, num_samples=20, progress_bar=False)
