@@ -11,6 +11,12 @@ PYTHON312 := $(shell command -v python3.12 2>/dev/null)
 endif
 VENV312 ?= .venv312
 PYTEST_ARGS ?=
+# `make bench` compares numpyro-slt with devinterp (PyTorch) and BlackJAX in a separate environment.
+# torch is pinned and installed first: 2.13.0 is the CPU build at hand, and letting pip choose
+# another version would download gigabytes; the constraint keeps devinterp from replacing it.
+BENCH_VENV ?= build/venv-bench
+BENCH_TORCH ?= torch==2.13.0
+BENCH_PACKAGES ?= devinterp==2.0.1 blackjax==1.7.1
 
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -59,8 +65,20 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/mkdocs build --strict
 
-bench: $(VENV)/.installed
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	echo "$(BENCH_TORCH)" > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install -q "$(BENCH_TORCH)"
+	$(BENCH_VENV)/bin/python -m pip install -q -c $(BENCH_VENV)/constraints.txt $(BENCH_PACKAGES)
+	$(BENCH_VENV)/bin/python -m pip install -q -c $(BENCH_VENV)/constraints.txt -e .
+	touch $@
+
+# Benchmarks (not part of `make test`): SGLD overhead in MCMC (~3 min), then numpyro-slt against
+# devinterp and BlackJAX (11.5 min on 2 shared cores); results in benchmarks/results/.
+bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(VENV)/bin/python benchmarks/sgld_overhead.py
+	$(BENCH_VENV)/bin/python benchmarks/devinterp_compare.py
 
 clean:
 	rm -rf $(VENV) $(VENV312) site .pytest_cache
