@@ -365,15 +365,9 @@ def devinterp_chain(work: Workload, settings: Settings, steps: int) -> Callable[
 
 def time_round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
     """Seconds of each ``fn()``, ``repeats`` times, round-robin (after one untimed call each)."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
-    return times
+    from sgld_overhead import time_round_robin as round_robin
+
+    return round_robin(fns, repeats)
 
 
 def part_step(work: Workload, settings: Settings) -> dict[str, Any]:

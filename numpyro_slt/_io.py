@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "sha256_of"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb"
@@ -28,3 +29,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -23,7 +23,6 @@ atomically and ``model.json`` last: a folder with a ``model.json`` is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ import jax
 import numpy as np
 
 from .._config import checked_fields
-from .._io import atomic_write
+from .._io import atomic_write, sha256_of
 from .config import TransformerConfig
 from .induction import score_table
 from .train import TrainConfig, induction_mixture, train
@@ -147,14 +146,6 @@ class DefaultModel(NamedTuple):
 # ---------------------------------------------------------------------------- files
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model(directory: str | os.PathLike, network: AttentionOnlyTransformer, tokenizer,
                info: dict[str, Any] | None = None) -> Path:
     """Write ``network``, ``tokenizer`` and ``info`` to ``directory`` in the default's layout.
@@ -178,8 +169,8 @@ def save_model(directory: str | os.PathLike, network: AttentionOnlyTransformer, 
     meta = {
         "format": _FORMAT,
         "model_config": network.config.to_dict(),
-        "model_sha256": _sha256(directory / MODEL_FILE),
-        "tokenizer_sha256": _sha256(directory / TOKENIZER_FILE),
+        "model_sha256": sha256_of(directory / MODEL_FILE),
+        "tokenizer_sha256": sha256_of(directory / TOKENIZER_FILE),
         **(info or {}),
     }
     payload = json.dumps(meta, indent=1)
@@ -213,7 +204,7 @@ def load_model(directory: str | os.PathLike) -> DefaultModel:
         path = directory / name
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; rebuild the folder.")
-        if _sha256(path) != meta.get(key):
+        if sha256_of(path) != meta.get(key):
             raise ValueError(f"{path} is truncated or modified: its SHA-256 differs from the one "
                              f"in {META_FILE}; rebuild the folder.")
     config = TransformerConfig.from_dict(meta["model_config"])

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from .._config import checked_fields
-from .._io import atomic_write
+from .._io import atomic_write, sha256_of
 from .config import TransformerConfig
 from .induction import repeated_random_tokens, score_from_patterns
 from .transformer import AttentionOnlyTransformer
@@ -372,14 +372,6 @@ def _atomic_write_bytes(path: Path, write) -> None:
     atomic_write(path, write, "wb")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_checkpoint(directory: Path, network, opt_state, config: TrainConfig,
                       history: dict, fingerprint: str, step: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -391,7 +383,7 @@ def _write_checkpoint(directory: Path, network, opt_state, config: TrainConfig,
         "step": step,
         "state_file": state_name,
         "state_bytes": state_path.stat().st_size,
-        "state_sha256": _sha256(state_path),
+        "state_sha256": sha256_of(state_path),
         "model_config": network.config.to_dict(),
         "train_config": config.to_dict(),
         "data_fingerprint": fingerprint,
@@ -444,7 +436,7 @@ def _verify_state_file(directory: Path, meta: dict) -> Path:
             f"checkpoint state file {state_path} is truncated or corrupt: {size} bytes, "
             f"expected {meta['state_bytes']}."
         )
-    if _sha256(state_path) != meta["state_sha256"]:
+    if sha256_of(state_path) != meta["state_sha256"]:
         raise ValueError(
             f"checkpoint state file {state_path} is corrupt: its SHA-256 does not match the one "
             f"recorded in {CHECKPOINT_JSON}."
