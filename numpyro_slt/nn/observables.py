@@ -159,9 +159,14 @@ def evaluate_observables(
     batched = _losses_fn(network, components)
     one = {k: jnp.asarray(v)[None, None] for k, v in center.items()}
     fast = fast_path and first_layer(network, components) > 0
+    cached: dict[int, jax.Array] = {}  # x^L of each token array, computed once
 
     def losses(vals, tokens):
-        upstream = upstream_residual(network, tokens, components) if fast else None
+        upstream = None
+        if fast:
+            if id(tokens) not in cached:
+                cached[id(tokens)] = upstream_residual(network, tokens, components)
+            upstream = cached[id(tokens)]
         out = np.asarray(batched(vals, jnp.asarray(tokens), upstream))
         return out.reshape(out.shape[0] * out.shape[1], -1)
 

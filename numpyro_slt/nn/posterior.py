@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,18 +100,22 @@ def upstream_residual(
     pad = -len(inputs) % chunk
     padded = np.concatenate([inputs, np.repeat(inputs[-1:], pad, axis=0)]).reshape(
         -1, chunk, inputs.shape[1])
-    residual = _upstream_fn(network, layer)(jnp.asarray(padded))
+    residual = _upstream(network, jnp.asarray(padded), layer)
     return residual.reshape(-1, *residual.shape[2:])[: len(inputs)]
 
 
-def _upstream_fn(network: AttentionOnlyTransformer, layer: int):
+@eqx.filter_jit
+def _upstream(network: AttentionOnlyTransformer, chunks, layer: int):
+    """x^layer of every sequence, mapped over chunks (compiled once per network shape, chunk
+    shape and layer: the network is an argument, not a constant)."""
+
     def one(seq):
         resid = network.embed(seq)
         for l in range(layer):
             resid = network.apply_layer(l, resid)
         return resid
 
-    return jax.jit(lambda chunks: jax.lax.map(jax.vmap(one), chunks))
+    return jax.lax.map(jax.vmap(one), chunks)
 
 
 def language_model(
