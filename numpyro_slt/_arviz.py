@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["sample_stats"]
+__all__ = ["posterior_group", "sample_stats"]
 
 
 def sample_stats(source: Any) -> xr.Dataset:
@@ -51,3 +51,14 @@ def sample_stats(source: Any) -> xr.Dataset:
         "source must be a finished numpyro.infer.MCMC, an ArviZ InferenceData, an xarray "
         f"DataTree or a sample_stats Dataset; got {type(source).__name__}"
     )
+
+
+def posterior_group(source: Any) -> xr.Dataset:
+    """The ``posterior`` group of ArviZ data (``InferenceData`` or ``DataTree``) as a Dataset."""
+    if hasattr(xr, "DataTree") and isinstance(source, xr.DataTree):
+        if "posterior" not in source.children:
+            raise ValueError("the DataTree has no posterior group")
+        return source["posterior"].to_dataset()
+    if hasattr(source, "posterior"):
+        return source.posterior
+    raise TypeError(f"expected ArviZ data (InferenceData or DataTree), got {type(source).__name__}")

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from ._arviz import posterior_group, sample_stats
 from ._config import checked_fields
 from .diagnostics import ess_rhat
 from .estimators.llc import llc
@@ -271,26 +272,14 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     observables = evaluate_observables(network, draws, data["probes"], data["eval"], [component],
                                        fast_path=config.fast_path)
     idata = az.from_numpyro(mcmc, log_likelihood=False)
-    idata = add_observables(idata, observables.assign_coords(draw=_draw_coord(idata)))
-    return idata
-
-
-def _draw_coord(idata) -> np.ndarray:
-    from ._arviz import sample_stats
-
-    return np.asarray(sample_stats(idata)["draw"].values)
-
-
-def _posterior(idata) -> xr.Dataset:
-    if hasattr(xr, "DataTree") and isinstance(idata, xr.DataTree):
-        return idata["posterior"].to_dataset()
-    return idata.posterior
+    draws_kept = sample_stats(idata)["draw"].values
+    return add_observables(idata, observables.assign_coords(draw=draws_kept))
 
 
 def _save_run(idata, path: Path, settings: str) -> None:
     """Write the ArviZ data to netCDF (any "/" in a name, which netCDF reserves for groups,
     becomes ".")."""
-    posterior = _posterior(idata)
+    posterior = posterior_group(idata)
     names = [*posterior.data_vars, *posterior.dims]
     renamed = posterior.rename({k: k.replace("/", ".") for k in names if "/" in str(k)})
     renamed.attrs["numpyro_slt_study"] = settings
@@ -316,7 +305,7 @@ def _load_run(path: Path, settings: str):
             idata = az.from_netcdf(str(path), engine="h5netcdf")
         else:
             idata = xr.open_datatree(str(path), engine="h5netcdf")
-        same = _posterior(idata).attrs.get("numpyro_slt_study") == settings
+        same = posterior_group(idata).attrs.get("numpyro_slt_study") == settings
     except Exception:  # an unreadable file is sampled again
         return None
     return idata if same else None
@@ -403,11 +392,11 @@ def run_study(
     per_component = []
     llc_rows = []
     for name, idata in runs.items():
-        post = _posterior(idata)
+        post = posterior_group(idata)
         result = susceptibilities(idata)  # the observables in the run's posterior group
         per_component.append(result.assign_coords(component=[name]))
         estimate = llc(idata)
-        stats = _stats(idata)
+        stats = sample_stats(idata)
         phi_ess, phi_rhat = ess_rhat(post["phi"].values)
         reliability = (float(split_half_reliability(post["phi"], post["sampling_loss"],
                                                     post["token_loss"]).squeeze())
@@ -421,14 +410,11 @@ def run_study(
             "phi_trace": post["phi"].drop_vars(["chain", "draw"]),
         }).expand_dims(component=[name]))
     chi = xr.concat(per_component, dim="component")
-    labels = label_sequences  # token labels of every probe token (the predicted token y)
-    label_column, token_ids = [], []
-    for probe_name, tokens in data["probes"].items():
-        probe_labels = labels(tokens, tokenizer)
-        for row, row_labels in zip(tokens, probe_labels, strict=True):
+    label_column, token_ids = [], []  # pattern label and id of every predicted probe token y
+    for tokens in data["probes"].values():
+        for row, row_labels in zip(tokens, label_sequences(tokens, tokenizer), strict=True):
             label_column.extend(row_labels[1:])
             token_ids.extend(int(t) for t in row[1:])
-        del probe_name
     chi = chi.assign_coords(label=("token", np.asarray(label_column)),
                             token_id=("token", np.asarray(token_ids)))
     llc_table = xr.concat(llc_rows, dim="component")
@@ -443,12 +429,6 @@ def run_study(
     return StudyResult(config=config, components=components, susceptibility=chi, llc=llc_table,
                        pca_layers=pca_layers, pca_all=pca_all, head_scores=head_scores,
                        probes=data["probes"], acceptance=acceptance, seconds=seconds, runs=paths)
-
-
-def _stats(idata) -> xr.Dataset:
-    from ._arviz import sample_stats
-
-    return sample_stats(idata)
 
 
 # ---------------------------------------------------------------------------- acceptance

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from .._arviz import posterior_group
+
 __all__ = ["susceptibilities", "response_matrix", "split_half_reliability"]
 
 Centring = Literal["covariance", "full_chain"]
@@ -110,15 +112,11 @@ def _from_arviz(data: Any, sampling_loss, token_losses, probe):
     if sampling_loss is not None or token_losses is not None:
         raise TypeError("pass either ArviZ data alone or the three DataArrays phi, "
                         "sampling_loss and token_losses")
-    if hasattr(xr, "DataTree") and isinstance(data, xr.DataTree):
-        if "posterior" not in data.children:
-            raise ValueError("the DataTree has no posterior group")
-        posterior = data["posterior"].to_dataset()
-    elif hasattr(data, "posterior"):
-        posterior = data.posterior
-    else:
+    try:
+        posterior = posterior_group(data)
+    except TypeError:
         raise TypeError("phi must be an xarray.DataArray or ArviZ data (InferenceData or "
-                        f"DataTree), got {type(data).__name__}")
+                        f"DataTree), got {type(data).__name__}") from None
     missing = [v for v in ("phi", "sampling_loss", "token_loss") if v not in posterior]
     if missing:
         raise ValueError(f"the posterior group lacks the observables {missing}; evaluate them "
