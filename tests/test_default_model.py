@@ -97,6 +97,10 @@ def test_recipe_round_trip_and_validation():
         DefaultRecipe.from_dict({"stages": 3})
     with pytest.raises(ValueError, match="fraction"):
         recipe.scaled(0.0)
+    for bad in ({"tokenizer_chars": float("nan")}, {"stage1_sequences": 0}, {"seed": True},
+                {"stage2_repeat_fraction": 1.5}):
+        with pytest.raises(ValueError, match="DefaultRecipe"):
+            DefaultRecipe.from_dict(bad)
 
 
 @pytest.mark.slow

@@ -102,6 +102,24 @@ class DefaultRecipe:
     stage2_random_fraction: float = 0.5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, TransformerConfig):
+            raise ValueError(f"DefaultRecipe.model must be a TransformerConfig, got "
+                             f"{self.model!r}.")
+        for name in ("stage1", "stage2"):
+            if not isinstance(getattr(self, name), TrainConfig):
+                raise ValueError(f"DefaultRecipe.{name} must be a TrainConfig.")
+        for name in ("tokenizer_chars", "text_chars", "stage1_sequences", "stage2_sequences"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"DefaultRecipe.{name} must be a positive int, got {v!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"DefaultRecipe.seed must be an int >= 0, got {self.seed!r}.")
+        for name in ("stage2_repeat_fraction", "stage2_random_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, int | float) and 0 <= v <= 1):
+                raise ValueError(f"DefaultRecipe.{name} must lie in [0, 1], got {v!r}.")
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["model"] = self.model.to_dict()
