@@ -295,14 +295,14 @@ def numpyro_step_runner(work: Workload, settings: Settings) -> tuple[Callable[[]
     """A no-argument ``MCMC.run`` of ``settings.steps`` steps reusing its compiled loop, and the
     seconds of the first (compiling) run."""
     sys.path.insert(0, str(HERE))
-    from sgld_overhead import reuse_fori_collect_compilation
+    from numpyro_slt._compile_cache import reuse_loop_compilation
 
     mcmc = numpyro_mcmc(work, settings, settings.steps)
     key, tokens = jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows)
     cache: dict = {}
 
     def run() -> Any:
-        with reuse_fori_collect_compilation(cache):
+        with reuse_loop_compilation(cache):
             mcmc.run(key, tokens)
         return jax.block_until_ready((mcmc.get_extra_fields(group_by_chain=True),
                                       mcmc.last_state))
@@ -395,11 +395,11 @@ def numpyro_llc(work: Workload, settings: Settings, chains: int, draws: int,
     import numpyro_slt as slt
 
     sys.path.insert(0, str(HERE))
-    from sgld_overhead import reuse_fori_collect_compilation
+    from numpyro_slt._compile_cache import reuse_loop_compilation
 
     start = time.perf_counter()
     mcmc = numpyro_mcmc(work, settings, draws, chains)
-    with (reuse_fori_collect_compilation({}) if compile_once else contextlib.nullcontext()):
+    with (reuse_loop_compilation({}) if compile_once else contextlib.nullcontext()):
         mcmc.run(jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one chain: no llc_std

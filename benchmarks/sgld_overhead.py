@@ -17,7 +17,7 @@ per step of
   kernel's default collected fields. The whole ``run`` call is timed after a first call that
   compiles, so its fixed costs (``SGLD.init``, allocating the collection) count, spread over the
   steps. NumPyro 0.22 compiles the sampling loop again on *every* ``run`` with
-  ``progress_bar=False`` (see :func:`reuse_fori_collect_compilation`); **mcmc** excludes that
+  ``progress_bar=False`` (see ``numpyro_slt._compile_cache``); **mcmc** excludes that
   recompilation, the breakdown row ``mcmc, recompiling`` shows MCMC as shipped.
 
 The ratio t_mcmc / t_bare is the overhead of the library; the project's goal is ≤ 1.05. Models:
@@ -65,7 +65,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -82,6 +82,7 @@ from numpyro.infer import MCMC
 from numpyro.infer.util import potential_energy
 
 import numpyro_slt as slt
+from numpyro_slt._compile_cache import reuse_loop_compilation
 
 Params = dict[str, jax.Array]
 Forward = Callable[[Params, jax.Array], jax.Array]
@@ -369,30 +370,6 @@ class LossOnlySGLD(slt.SGLD):
         return lambda x: x
 
 
-@contextlib.contextmanager
-def reuse_fori_collect_compilation(cache: dict[tuple, Callable]) -> Iterator[None]:
-    """Make repeated ``MCMC.run`` calls reuse the compiled sampling loop kept in ``cache``.
-
-    NumPyro 0.22's ``fori_collect`` wraps its loop body in a fresh ``jax.jit`` on every call and
-    passes it as a static argument to the jitted loop, so every ``MCMC.run(progress_bar=False)``
-    traces and compiles the whole loop again (fixed upstream in pyro-ppl/numpyro#2171). Memoising
-    ``numpyro.util.maybe_jit`` returns the same jitted objects, hence a cache hit.
-    """
-    original = numpyro.util.maybe_jit
-
-    def maybe_jit(fn: Callable, *args: Any, **kwargs: Any) -> Callable:
-        key = (fn, args, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = original(fn, *args, **kwargs)
-        return cache[key]
-
-    numpyro.util.maybe_jit = maybe_jit
-    try:
-        yield
-    finally:
-        numpyro.util.maybe_jit = original
-
-
 def mcmc_runner(problem: Problem, steps: int, config: str, kernel_class: type = slt.SGLD,
                 reuse_compilation: bool = True, thinning: int = 1, keep_draws: bool = True
                 ) -> tuple[Callable[[], None], MCMC]:
@@ -408,7 +385,7 @@ def mcmc_runner(problem: Problem, steps: int, config: str, kernel_class: type = 
     jit_cache: dict[tuple, Callable] = {}
 
     def run() -> None:
-        with (reuse_fori_collect_compilation(jit_cache) if reuse_compilation
+        with (reuse_loop_compilation(jit_cache) if reuse_compilation
               else contextlib.nullcontext()):
             mcmc.run(key, problem.x, problem.y)
         # group_by_chain=True: the stored arrays as they are (no flattening copy)

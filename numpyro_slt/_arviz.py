@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["posterior_group", "sample_stats"]
+__all__ = ["posterior_group", "sample_stats", "from_groups"]
 
 
 def sample_stats(source: Any) -> xr.Dataset:
@@ -62,3 +62,13 @@ def posterior_group(source: Any) -> xr.Dataset:
     if hasattr(source, "posterior"):
         return source.posterior
     raise TypeError(f"expected ArviZ data (InferenceData or DataTree), got {type(source).__name__}")
+
+
+def from_groups(posterior: xr.Dataset, sample_stats: xr.Dataset) -> Any:
+    """ArviZ data of the installed ArviZ line (``InferenceData`` or ``DataTree``) with these two
+    groups, both with dims (chain, draw, ...)."""
+    import arviz as az
+
+    if int(az.__version__.split(".")[0]) < 1:  # ArviZ 0.2x
+        return az.InferenceData(posterior=posterior, sample_stats=sample_stats)
+    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})

@@ -4,15 +4,18 @@
 draws. After the burn-in and after every segment it writes, atomically (write to a temporary file,
 then ``os.replace``):
 
-- ``segment_00000.npz``, ``segment_00001.npz``, …: the draws and per-draw statistics of a segment,
-  shaped (chain, draw, …);
+- ``observed_00000.nc``, …: with ``observe``, the observables of the segment's draws (an xarray
+  Dataset with dims chain, draw, …), written before the segment itself;
+- ``segment_00000.npz``, ``segment_00001.npz``, …: the draws (unless ``keep_draws=False``) and the
+  per-draw statistics of a segment, shaped (chain, draw, …);
 - ``checkpoint.pkl``: the kernel state after the last written segment and the number of segments;
 - ``run.json``: the settings of the run, checked on resume, and ``"complete": true`` at the end.
 
 A run killed at any moment (SIGKILL included) resumes with ``resume=True`` and loses at most the
 segment in progress. Because each segment continues the chains from the saved state with the
 state's own random keys, the draws of a resumed run equal those of an uninterrupted run with the
-same seed, bit for bit on CPU.
+same seed, bit for bit on CPU. The sampling loop is compiled once for all segments of the same
+length (see :mod:`numpyro_slt._compile_cache`).
 """
 
 from __future__ import annotations
@@ -26,15 +29,17 @@ from typing import Any
 
 import jax
 import numpy as np
+import xarray as xr
 from numpyro.infer import MCMC
 from numpyro.infer.mcmc import MCMCKernel
 
+from ._compile_cache import reuse_loop_compilation
 from ._io import atomic_write
 
-__all__ = ["sample_checkpointed", "load_draws"]
+__all__ = ["sample_checkpointed", "load_draws", "load_observed"]
 
 _SETTINGS = ("num_warmup", "num_samples", "num_chains", "chain_method", "thinning",
-             "checkpoint_every", "seed")
+             "checkpoint_every", "seed", "keep_draws", "observed")
 
 
 def sample_checkpointed(
@@ -52,6 +57,8 @@ def sample_checkpointed(
     progress_bar: bool = True,
     extra_fields: tuple[str, ...] = (),
     on_segment: Callable[[int], None] | None = None,
+    observe: Callable[[dict[str, Any]], xr.Dataset] | None = None,
+    keep_draws: bool = True,
     **model_kwargs: Any,
 ) -> MCMC:
     """Run ``MCMC(kernel, ...)`` writing draws to ``directory`` every ``checkpoint_every`` draws.
@@ -61,62 +68,88 @@ def sample_checkpointed(
     :param directory: where the segments and the checkpoint live (created if needed).
     :param num_warmup: burn-in steps, as for ``MCMC``.
     :param num_samples: total number of steps after burn-in (kept draws = num_samples / thinning).
-    :param checkpoint_every: kept draws per segment; ``checkpoint_every * thinning`` steps.
+    :param checkpoint_every: kept draws per segment (``checkpoint_every * thinning`` steps); the
+        last segment is shorter when ``num_samples / thinning`` is not a multiple of it.
     :param resume: continue the run found in ``directory``; without it an existing run there is an
         error (so nothing is overwritten by accident).
     :param on_segment: called with the number of segments written, after each one (for progress
         reports or tests).
+    :param observe: called with each segment's draws (site → array [chain, draw, ...]); the
+        Dataset it returns (dims chain and draw first) is written with the segment, so
+        observables of a long run are on disk as soon as their draws are. Read them back with
+        :func:`load_observed`.
+    :param keep_draws: False writes no parameter draws, only the statistics and the observables,
+        so disk and memory grow with draws × observables, not draws × parameters;
+        ``get_samples()`` of the result is then empty.
     :return: an ``MCMC`` whose ``get_samples``, ``get_extra_fields`` and ``az.from_numpyro`` cover
         every draw of the run, as if it had run in one piece.
     """
     directory = Path(directory)
     for name, value in (("num_samples", num_samples), ("checkpoint_every", checkpoint_every),
                         ("thinning", thinning), ("num_chains", num_chains)):
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if int(num_warmup) != num_warmup or num_warmup < 0:
+    if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-    steps_per_segment = checkpoint_every * thinning
-    if num_samples % steps_per_segment:
-        raise ValueError(
-            f"num_samples={num_samples} must be a multiple of checkpoint_every * thinning = "
-            f"{steps_per_segment}, so that every segment keeps the same draws as one long run"
-        )
+    if num_samples % thinning:
+        raise ValueError(f"num_samples={num_samples} must be a multiple of thinning={thinning}, "
+                         "so that every segment keeps the same draws as one long run")
+    if observe is not None and not callable(observe):
+        raise ValueError(f"observe must be a function of a segment's draws, got {observe!r}")
     settings = {
         "num_warmup": int(num_warmup), "num_samples": int(num_samples),
         "num_chains": int(num_chains), "chain_method": chain_method, "thinning": int(thinning),
         "checkpoint_every": int(checkpoint_every),
         "seed": np.asarray(jax.random.key_data(rng_key) if _is_typed_key(rng_key)
                            else rng_key).tolist(),
+        "keep_draws": bool(keep_draws), "observed": observe is not None,
     }
+    total_draws = num_samples // thinning
+    lengths = [checkpoint_every] * (total_draws // checkpoint_every)
+    if total_draws % checkpoint_every:
+        lengths.append(total_draws % checkpoint_every)
 
-    def new_mcmc(warmup: int) -> MCMC:
-        return MCMC(kernel, num_warmup=warmup, num_samples=steps_per_segment,
-                    num_chains=num_chains, chain_method=chain_method, thinning=thinning,
-                    progress_bar=progress_bar)
+    mcmcs: dict[int, MCMC] = {}
+
+    def mcmc_for(draws: int, warmup: int = 0) -> MCMC:
+        """One MCMC per segment length, reused so that its compiled loop is reused."""
+        if warmup or draws not in mcmcs:
+            mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws * thinning,
+                        num_chains=num_chains, chain_method=chain_method, thinning=thinning,
+                        progress_bar=progress_bar)
+            if warmup:
+                return mcmc
+            mcmcs[draws] = mcmc
+        return mcmcs[draws]
 
     state, done = _start(directory, settings, resume)
     if state is None:
-        warm = new_mcmc(num_warmup)
+        warm = mcmc_for(lengths[0], num_warmup)
         warm.warmup(rng_key, *model_args, extra_fields=extra_fields, **model_kwargs)
         state = warm.post_warmup_state
         _write_pickle(directory / "checkpoint.pkl", {"state": jax.device_get(state), "segments": 0})
-    total_segments = num_samples // steps_per_segment
-    mcmc = new_mcmc(0)
-    while done < total_segments:
-        mcmc.post_warmup_state = state
-        mcmc.run(state.rng_key, *model_args, extra_fields=extra_fields, **model_kwargs)
-        state = mcmc.last_state
-        segment = {
-            **_flatten("draws", mcmc.get_samples(group_by_chain=True)),
-            **_flatten("stats", mcmc.get_extra_fields(group_by_chain=True)),
-        }
-        _write_npz(directory / f"segment_{done:05d}.npz", segment)
-        done += 1
-        _write_pickle(directory / "checkpoint.pkl",
-                      {"state": jax.device_get(state), "segments": done})
-        if on_segment is not None:
-            on_segment(done)
+    mcmc = mcmc_for(lengths[0])
+    with reuse_loop_compilation():
+        while done < len(lengths):
+            mcmc = mcmc_for(lengths[done])
+            mcmc.post_warmup_state = state
+            mcmc.run(state.rng_key, *model_args, extra_fields=extra_fields, **model_kwargs)
+            state = mcmc.last_state
+            draws = mcmc.get_samples(group_by_chain=True)
+            if observe is not None:
+                observed = observe(draws)
+                _check_observed(observed, num_chains, lengths[done])
+                _write_netcdf(directory / f"observed_{done:05d}.nc", observed)
+            segment = {
+                **(_flatten("draws", draws) if keep_draws else {}),
+                **_flatten("stats", mcmc.get_extra_fields(group_by_chain=True)),
+            }
+            _write_npz(directory / f"segment_{done:05d}.npz", segment)
+            done += 1
+            _write_pickle(directory / "checkpoint.pkl",
+                          {"state": jax.device_get(state), "segments": done})
+            if on_segment is not None:
+                on_segment(done)
     _write_json(directory / "run.json", {**settings, "complete": True})
     draws, stats = load_draws(directory)
     mcmc._states = {mcmc._sample_field: draws, **stats}
@@ -139,6 +172,33 @@ def load_draws(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     draws = _unflatten(merged, "draws")
     stats = _unflatten(merged, "stats")
     return draws, stats
+
+
+def load_observed(directory: str | os.PathLike) -> xr.Dataset:
+    """The observables of every segment written so far (see ``observe`` of
+    :func:`sample_checkpointed`), concatenated along ``draw``, with ``draw`` numbered 0, 1, …"""
+    directory = Path(directory)
+    segments = len(list(directory.glob("segment_*.npz")))
+    paths = [directory / f"observed_{k:05d}.nc" for k in range(segments)]
+    if not segments or not all(p.is_file() for p in paths):
+        raise ValueError(f"{directory} holds no observables for its {segments} segments; was the "
+                         "run made with observe=...?")
+    parts = []
+    for path in paths:
+        with xr.open_dataset(path, engine="h5netcdf") as part:
+            parts.append(part.load())
+    merged = xr.concat(parts, dim="draw", data_vars="minimal", coords="minimal",
+                       compat="override")
+    return merged.assign_coords(draw=np.arange(merged.sizes["draw"]))
+
+
+def _check_observed(observed: Any, num_chains: int, num_draws: int) -> None:
+    if not isinstance(observed, xr.Dataset):
+        raise TypeError(f"observe must return an xarray Dataset, got {type(observed).__name__}")
+    sizes = (observed.sizes.get("chain"), observed.sizes.get("draw"))
+    if sizes != (num_chains, num_draws):
+        raise ValueError(f"observe returned (chain, draw) sizes {sizes}; expected "
+                         f"{(num_chains, num_draws)}, one value per chain and draw of the segment")
 
 
 def _start(directory: Path, settings: dict, resume: bool):
@@ -164,7 +224,7 @@ def _start(directory: Path, settings: dict, resume: bool):
         with open(checkpoint, "rb") as handle:
             saved_state = pickle.load(handle)
         segments = saved_state["segments"]
-        for stale in directory.glob("segment_*.npz"):
+        for stale in [*directory.glob("segment_*.npz"), *directory.glob("observed_*.nc")]:
             if int(stale.stem.split("_")[1]) >= segments:
                 stale.unlink()  # written but not committed by the checkpoint
         return saved_state["state"], segments
@@ -203,6 +263,12 @@ def _unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda stream: np.savez(stream, **arrays), "wb")
+
+
+def _write_netcdf(path: Path, dataset: xr.Dataset) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    dataset.to_netcdf(temporary, engine="h5netcdf")
+    os.replace(temporary, path)
 
 
 def _write_pickle(path: Path, obj: Any) -> None:

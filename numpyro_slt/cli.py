@@ -58,9 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--chains", type=_positive, default=None)
     study.add_argument("--draws", type=_positive, default=None)
     study.add_argument("--seed", type=int, default=None)
+    study.add_argument("--checkpoint-every", type=_positive, default=None,
+                       help="draws per segment written to disk (default 20): an interrupted "
+                            "study loses at most this many draws")
     study.add_argument("--resume", action="store_true",
                        help="continue a study in --out: reuse the components it finished with the "
-                            "same settings (an interrupted run loses at most one component)")
+                            "same settings and continue the one in progress from its last segment")
     study.add_argument("--no-progress", action="store_true")
 
     train = sub.add_parser("train", help="train a model with the default recipe")
@@ -88,6 +91,8 @@ def _study(args) -> int:
         overrides["num_draws"] = args.draws
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
     if args.quick:
         config = StudyConfig.quick(**overrides)
     else:
@@ -96,7 +101,8 @@ def _study(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder.")
-    if not args.resume and any((out / "runs").glob("*.nc")):
+    started = [*(out / "runs").glob("*.nc"), *(out / "runs" / ".partial").glob("*")]
+    if not args.resume and started:
         raise ValueError(f"--out {out} holds runs of an earlier study: pass --resume to continue "
                          "it, or choose another --out.")
     t0 = time.perf_counter()
@@ -139,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"study": _study, "train": _train}[args.command](args)
     except KeyboardInterrupt:
-        print("numpyro-slt: interrupted; rerun the same command to resume.", file=sys.stderr)
+        print(f"numpyro-slt {args.command}: interrupted; rerun the same command with --resume to "
+              "continue.", file=sys.stderr)
         return 130
     except Exception as err:  # one line unless --debug
         if args.debug:

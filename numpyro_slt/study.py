@@ -17,15 +17,22 @@ attention-only transformer (notation of DESIGN.md section 2):
    probe, the response matrices (probe × component and token × component), the refined LLC of
    every component, and the PCA of the per-token matrix per layer and overall.
 
-Every component's run is written to ``out/runs/<component>.nc`` as soon as it finishes; a rerun
-with the same settings and ``resume=True`` reads the finished ones back instead of sampling them
-again, so an interrupted study loses at most the component in progress.
+A component is sampled in segments of ``checkpoint_every`` draws; each segment's statistics and
+observables are written under ``out/runs/.partial/`` as soon as it is sampled (parameter draws
+are not kept: the estimators need only the observables). A finished component's run is written to
+``out/runs/<component>.nc``. A rerun with the same settings and ``resume=True`` reads the finished
+components back and continues the one in progress from its last segment, so an interrupted study
+loses at most ``checkpoint_every`` draws, and ends with the same numbers, bit for bit, as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +43,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from ._arviz import posterior_group, sample_stats
+from ._arviz import from_groups, posterior_group, sample_stats
 from ._config import checked_fields
 from .diagnostics import ess_rhat
 from .estimators.llc import llc
@@ -72,6 +79,9 @@ class StudyConfig:
         fast_path: for a component downstream of layer 0, cache the frozen residual stream x^L
             of the data and run only layers L.. per step and per draw (same estimates up to
             float rounding; see :func:`~numpyro_slt.nn.posterior.upstream_residual`).
+        checkpoint_every: kept draws per segment of a component's run: the observables of each
+            segment are evaluated and written to disk as soon as it is sampled, so an
+            interrupted study loses at most this many draws of the component in progress.
     """
 
     components: tuple[str, ...] | None = None
@@ -91,10 +101,11 @@ class StudyConfig:
     seed: int = 0
     chain_method: str = "vectorized"
     fast_path: bool = True
+    checkpoint_every: int = 20
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_chains", "num_draws", "thinning", "sampling_sequences",
-                     "eval_sequences", "probe_sequences"):
+                     "eval_sequences", "probe_sequences", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"StudyConfig.{name} must be a positive int, got {v!r}.")
@@ -241,39 +252,54 @@ def study_data(network, tokenizer, config: StudyConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- one component
 
 
+def _fingerprint(network) -> str:
+    """SHA-256 of the network's weights: runs of another network are never resumed."""
+    import equinox as eqx
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(eqx.filter(network, eqx.is_array)):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
 def _file_name(component: str) -> str:
     return component.replace(":", "-").replace(" ", "_") + ".nc"
 
 
 def _sample_component(network, component: str, data: dict[str, Any], config: StudyConfig,
-                      key) -> Any:
-    """Sample the restricted posterior of ``component``; return its ArviZ data with the
-    observables in the posterior group."""
-    import arviz as az
-    from numpyro.infer import MCMC
-
+                      key, directory: Path, resume: bool,
+                      on_segment: Callable[[int], None] | None = None) -> Any:
+    """Sample the restricted posterior of ``component`` in segments of
+    ``config.checkpoint_every`` draws written to ``directory`` (observables evaluated per segment,
+    no parameter draws kept); return its ArviZ data: the observables in the posterior group, the
+    SGLD statistics in sample_stats."""
+    from .checkpoint import load_observed, sample_checkpointed
     from .handlers import localize, temper
     from .kernels import SGLD
-    from .nn.observables import add_observables, evaluate_observables
+    from .nn.observables import evaluate_observables
     from .nn.posterior import first_layer, language_model, parameter_sites, upstream_residual
 
     model = language_model(network, [component], batch_size=config.batch_size)
     center = parameter_sites(network, [component])
     posterior = localize(temper(model, config.nbeta), center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
-    mcmc = MCMC(kernel, num_warmup=config.num_warmup,
-                num_samples=config.num_draws * config.thinning, thinning=config.thinning,
-                num_chains=config.num_chains, chain_method=config.chain_method,
-                progress_bar=False)
     fast = config.fast_path and first_layer(network, [component]) > 0
     upstream = upstream_residual(network, data["sampling"], [component]) if fast else None
-    mcmc.run(key, data["sampling"], upstream)
-    draws = mcmc.get_samples(group_by_chain=True)
-    observables = evaluate_observables(network, draws, data["probes"], data["eval"], [component],
-                                       fast_path=config.fast_path)
-    idata = az.from_numpyro(mcmc, log_likelihood=False)
-    draws_kept = sample_stats(idata)["draw"].values
-    return add_observables(idata, observables.assign_coords(draw=draws_kept))
+
+    def observe(draws: dict[str, Any]) -> xr.Dataset:
+        return evaluate_observables(network, draws, data["probes"], data["eval"], [component],
+                                    fast_path=config.fast_path)
+
+    mcmc = sample_checkpointed(
+        kernel, key, data["sampling"], upstream, directory=directory,
+        num_warmup=config.num_warmup, num_samples=config.num_draws * config.thinning,
+        num_chains=config.num_chains, chain_method=config.chain_method,
+        thinning=config.thinning, checkpoint_every=config.checkpoint_every, resume=resume,
+        progress_bar=False, on_segment=on_segment, observe=observe, keep_draws=False)
+    stats = sample_stats(mcmc)
+    stats = stats.assign_coords(chain=np.arange(stats.sizes["chain"]),
+                                draw=np.arange(stats.sizes["draw"]))
+    return from_groups(load_observed(directory), stats)
 
 
 def _save_run(idata, path: Path, settings: str) -> None:
@@ -331,7 +357,8 @@ def run_study(
     :param config: a :class:`StudyConfig` (default: the paper's per-token settings).
     :param out: folder for the per-component ArviZ data (``out/runs/*.nc``); None keeps
         everything in memory.
-    :param resume: with ``out``, reuse finished component runs made with the same settings.
+    :param resume: with ``out``, reuse finished component runs made with the same settings and
+        continue the component in progress from its last written segment.
     :param progress: show a progress bar over components.
     :param on_component: called as ``on_component(name, seconds)`` after each component.
     """
@@ -350,18 +377,27 @@ def run_study(
     data = study_data(network, tokenizer, config)
     seconds["data"] = time.perf_counter() - t0
 
-    run_dir = None if out is None else Path(out) / "runs"
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
     settings = json.dumps({"config": {k: v for k, v in config.to_dict().items()
                                       if k != "components"},
-                           "model": network.config.to_dict()}, sort_keys=True)
+                           "model": network.config.to_dict(),
+                           "weights": _fingerprint(network)}, sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    scratch = None
+    if out is None:  # segments still go to disk, to a folder removed at the end
+        scratch = tempfile.TemporaryDirectory(prefix="numpyro-slt-study-")
+        run_dir, resume = None, False
+        partial_dir = Path(scratch.name)
+    else:
+        run_dir = Path(out) / "runs"
+        partial_dir = run_dir / ".partial"
+    partial_dir.mkdir(parents=True, exist_ok=True)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(components), desc="components", dynamic_ncols=True)
+    segments = -(-config.num_draws // config.checkpoint_every)
     runs: dict[str, Any] = {}
     paths: dict[str, str] = {}
     t_sampling = time.perf_counter()
@@ -371,10 +407,22 @@ def run_study(
             path = None if run_dir is None else run_dir / _file_name(name)
             idata = _load_run(path, settings) if (path is not None and resume) else None
             if idata is None:
+                stem = _file_name(name)[:-3]
+                segment_dir = partial_dir / f"{stem}-{digest}"
+                for other in partial_dir.glob(f"{stem}-*"):
+                    if other != segment_dir or not resume:  # other settings, or a fresh start
+                        shutil.rmtree(other)
+
+                def show(done: int, name: str = name) -> None:
+                    if bar is not None:
+                        bar.set_postfix({"component": name, "segment": f"{done}/{segments}"})
+
                 key = jax.random.fold_in(jax.random.PRNGKey(config.seed), index)
-                idata = _sample_component(network, name, data, config, key)
+                idata = _sample_component(network, name, data, config, key, segment_dir,
+                                          resume=resume, on_segment=show)
                 if path is not None:
                     _save_run(idata, path, settings)
+                shutil.rmtree(segment_dir)
             runs[name] = idata
             if path is not None:
                 paths[name] = str(path)
@@ -386,6 +434,8 @@ def run_study(
     finally:
         if bar is not None:
             bar.close()
+        if scratch is not None:
+            scratch.cleanup()
     seconds["sampling"] = time.perf_counter() - t_sampling
 
     t_est = time.perf_counter()

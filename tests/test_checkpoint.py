@@ -11,10 +11,11 @@ from functools import partial
 import jax
 import numpy as np
 import pytest
+import xarray as xr
 from numpyro.infer import MCMC
 
 import numpyro_slt as slt
-from numpyro_slt.checkpoint import load_draws, sample_checkpointed
+from numpyro_slt.checkpoint import load_draws, load_observed, sample_checkpointed
 from numpyro_slt.known_models import least_squares, linear_model, make_linear_data
 
 SETTINGS = dict(num_warmup=20, num_samples=240, num_chains=2, chain_method="vectorized")
@@ -62,14 +63,15 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path):
     script = tmp_path / "run.py"
     out = tmp_path / "run"
     script.write_text(textwrap.dedent(f"""
-        import sys, jax
+        import sys, time, jax
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from test_checkpoint import SETTINGS, _kernel
         from numpyro_slt.checkpoint import sample_checkpointed
         kernel, args = _kernel()
         sample_checkpointed(kernel, jax.random.PRNGKey(3), *args, directory={str(out)!r},
                             checkpoint_every=20, progress_bar=False,
-                            resume=len(sys.argv) > 1, **SETTINGS)
+                            resume=len(sys.argv) > 1, **SETTINGS,
+                            on_segment=lambda k: time.sleep(0.2))  # a segment takes a while
     """))
     process = subprocess.Popen([sys.executable, str(script)])
     deadline = time.time() + 240
@@ -101,8 +103,10 @@ def test_checkpoint_refuses_mixing_runs_and_bad_settings(tmp_path):
         run(num_samples=40, checkpoint_every=20)
     with pytest.raises(ValueError, match=r"other settings for \['num_samples'\]"):
         run(num_samples=60, checkpoint_every=20, resume=True)
-    with pytest.raises(ValueError, match="multiple of checkpoint_every"):
-        run(num_samples=50, checkpoint_every=20)
+    with pytest.raises(ValueError, match="multiple of thinning=3"):
+        run(num_samples=50, checkpoint_every=20, thinning=3)
+    with pytest.raises(ValueError, match="observe must be a function"):
+        run(num_samples=40, checkpoint_every=20, observe="loss")
     with pytest.raises(ValueError, match="checkpoint_every"):
         run(num_samples=40, checkpoint_every=0)
     with pytest.raises(ValueError, match="not a numpyro-slt run"):
@@ -110,3 +114,42 @@ def test_checkpoint_refuses_mixing_runs_and_bad_settings(tmp_path):
         (tmp_path / "other" / "x.txt").write_text("x")
         sample_checkpointed(kernel, jax.random.PRNGKey(3), *args, directory=tmp_path / "other",
                             num_warmup=0, num_samples=20, checkpoint_every=20, resume=True)
+
+
+def _observe(draws):
+    """A per-draw observable of the draws: the squared norm of w."""
+    w = np.asarray(draws["w"])
+    return xr.Dataset({"w_norm2": (("chain", "draw"), (w ** 2).sum(-1)),
+                       "w_sum": (("chain", "draw", "coordinate"), np.cumsum(w, -1))},
+                      coords={"coordinate": ["a", "b", "c"]})
+
+
+def test_observables_and_uneven_last_segment_without_draws(tmp_path):
+    """observe writes a segment's observables with it; keep_draws=False stores none of the
+    parameters; 240 draws in segments of 100 end with a segment of 40; all equals one long run."""
+    kernel, args = _kernel()
+    mcmc = sample_checkpointed(kernel, jax.random.PRNGKey(3), *args, directory=tmp_path,
+                               checkpoint_every=100, progress_bar=False, keep_draws=False,
+                               observe=_observe, **SETTINGS)
+    assert sorted(p.name for p in tmp_path.glob("observed_*.nc")) == [
+        "observed_00000.nc", "observed_00001.nc", "observed_00002.nc"]
+    draws, stats = load_draws(tmp_path)
+    assert draws == {} and stats["loss"].shape == (2, 240)
+    long_run = _uninterrupted()
+    for name in ("loss", "mean_excess_loss"):
+        np.testing.assert_array_equal(mcmc.get_extra_fields(group_by_chain=True)[name],
+                                      long_run.get_extra_fields(group_by_chain=True)[name])
+    observed = load_observed(tmp_path)
+    expected = _observe(long_run.get_samples(group_by_chain=True))
+    np.testing.assert_array_equal(observed["w_norm2"].values, expected["w_norm2"].values)
+    np.testing.assert_array_equal(observed["w_sum"].values, expected["w_sum"].values)
+    assert list(observed["draw"].values) == list(range(240))
+    assert list(observed["coordinate"].values) == ["a", "b", "c"]
+
+
+def test_observe_must_return_one_value_per_draw(tmp_path):
+    kernel, args = _kernel()
+    with pytest.raises(ValueError, match=r"\(chain, draw\) sizes \(2, 1\)"):
+        sample_checkpointed(kernel, jax.random.PRNGKey(3), *args, directory=tmp_path,
+                            checkpoint_every=100, progress_bar=False,
+                            observe=lambda d: _observe(d).isel(draw=[0]), **SETTINGS)

@@ -264,33 +264,59 @@ def test_model_folder_refuses_modified_files(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_study_killed_and_resumed_equals_uninterrupted(tiny, tmp_path):
-    """SIGKILL a study after its first component has landed; --resume finishes it with the same
-    susceptibilities as a run that was never interrupted."""
+def test_cli_study_killed_mid_component_and_resumed_equals_uninterrupted(tiny, tmp_path,
+                                                                          monkeypatch):
+    """SIGKILL a study in the middle of its second component; --resume keeps the finished
+    component and every written segment of the second (it samples only the segments that were
+    not written: at most checkpoint_every draws lost) and ends with the same susceptibilities, bit
+    for bit, as a run that was never interrupted."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    import numpyro_slt.checkpoint as checkpoint
+
     folder, _, _ = tiny
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({k: v for k, v in TINY.to_dict().items()
-                                  if k != "components"}))
+    settings = {**{k: v for k, v in TINY.to_dict().items() if k != "components"},
+                "num_draws": 40, "checkpoint_every": 2}
+    config.write_text(json.dumps(settings))
     base = [sys.executable, "-m", "numpyro_slt.cli", "study", "--model", str(folder),
-            "--config", str(config), "--components", "1:0", "0:1", "1:1", "--no-progress"]
+            "--config", str(config), "--components", "1:0", "0:1", "--no-progress"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*base, "--out", str(killed)], env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not list((killed / "runs").glob("*.nc")) and time.time() < deadline:
-        time.sleep(0.2)
+    partial = killed / "runs" / ".partial"
+    while not list(partial.glob("0-1-*/segment_00000.npz")):
+        assert proc.poll() is None, "the study ended before it could be killed"
+        assert time.time() < deadline, "no segment of the second component in time"
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    landed = sorted(p.name for p in (killed / "runs").glob("*.nc"))
-    assert landed and not (killed / "report.html").exists()
+    assert sorted(p.name for p in (killed / "runs").glob("*.nc")) == ["1-0.nc"]
+    assert not (killed / "report.html").exists()
+    written = len(list(partial.glob("0-1-*/segment_*.npz")))
+    assert 1 <= written < 20, written
+
+    sampled = []  # segments sampled by the resumed run
+    original = checkpoint.sample_checkpointed
+
+    def counting(*args, on_segment=None, **kwargs):
+        def count(done):
+            sampled.append(done)
+            if on_segment is not None:
+                on_segment(done)
+        return original(*args, on_segment=count, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "sample_checkpointed", counting)
     assert main([*base[3:], "--out", str(killed)]) == 1  # refused without --resume
     assert main([*base[3:], "--out", str(killed), "--resume"]) == 0
+    assert sampled[0] >= written and len(sampled) <= 20 - written + 1, (written, sampled)
+    assert not list(partial.glob("*")), "finished components leave no segments behind"
+    monkeypatch.setattr(checkpoint, "sample_checkpointed", original)
     clean = tmp_path / "clean"
     assert main([*base[3:], "--out", str(clean)]) == 0
     a = xr.open_dataset(killed / "susceptibility.nc", engine="h5netcdf")

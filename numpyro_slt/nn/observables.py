@@ -68,28 +68,25 @@ def token_coordinates(probes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
             "position": np.concatenate(position)}
 
 
-def _losses_fn(network: AttentionOnlyTransformer, components: tuple[str, ...] | None):
-    """A jitted f(values [batches, draw_batch, ...], tokens [P, S], upstream) → ℓ [batches,
-    draw_batch, P·(S−1)]: every token's loss at every draw, vmapped over the draws of a batch
-    and mapped over the batches. With ``upstream`` (the frozen x^L of ``tokens[:, :-1]``, see
-    :func:`~numpyro_slt.nn.posterior.upstream_residual`) only layers L.. and the unembedding
-    run per draw."""
+@eqx.filter_jit
+def _batched_losses(network: AttentionOnlyTransformer, values, tokens, upstream,
+                    components: tuple[str, ...] | None):
+    """ℓ [batches, draw_batch, P·(S−1)]: every token's loss at every draw of ``values``
+    [batches, draw_batch, ...], vmapped over the draws of a batch and mapped over the batches.
+    With ``upstream`` (the frozen x^L of ``tokens[:, :-1]``, see
+    :func:`~numpyro_slt.nn.posterior.upstream_residual`) only layers L.. and the unembedding run
+    per draw. The network is an argument, not a closure, so the compiled function is reused by
+    every call with the same shapes and components (e.g. each segment of a checkpointed run)."""
     layer = first_layer(network, components)
 
-    def one_draw(values, tokens, upstream):
-        net = network_at(network, values, components)
+    def one_draw(vals):
+        net = network_at(network, vals, components)
         if upstream is None:
             return jax.vmap(net.token_losses)(tokens).reshape(-1)
         logits = jax.vmap(lambda x: net.unembed(net.residual_from(layer, x)))(upstream)
         return jax.vmap(_next_token_nll)(logits, tokens[:, 1:]).reshape(-1)
 
-    @eqx.filter_jit
-    def batched(values, tokens, upstream):
-        return jax.lax.map(
-            lambda vals: jax.vmap(one_draw, in_axes=(0, None, None))(vals, tokens, upstream),
-            values)
-
-    return batched
+    return jax.lax.map(jax.vmap(one_draw), values)
 
 
 def evaluate_observables(
@@ -156,7 +153,6 @@ def evaluate_observables(
         for k, v in values.items()
     }
 
-    batched = _losses_fn(network, components)
     one = {k: jnp.asarray(v)[None, None] for k, v in center.items()}
     fast = fast_path and first_layer(network, components) > 0
     cached: dict[int, jax.Array] = {}  # x^L of each token array, computed once
@@ -167,7 +163,8 @@ def evaluate_observables(
             if id(tokens) not in cached:
                 cached[id(tokens)] = upstream_residual(network, tokens, components)
             upstream = cached[id(tokens)]
-        out = np.asarray(batched(vals, jnp.asarray(tokens), upstream))
+        out = np.asarray(_batched_losses(network, vals, jnp.asarray(tokens), upstream,
+                                         components))
         return out.reshape(out.shape[0] * out.shape[1], -1)
 
     center_loss = float(losses(one, eval_arr).mean())
