@@ -499,7 +499,8 @@ def numpyro_susceptibilities(work: Workload, settings: Settings, folder: Path) -
     from numpyro_slt.study import run_study
 
     config = study_config(settings, components=settings.heads, num_chains=settings.sus_chains,
-                          num_draws=settings.sus_draws, num_warmup=settings.sus_warmup)
+                          num_draws=settings.sus_draws, num_warmup=settings.sus_warmup,
+                          thinning=1)  # devinterp keeps every step: the same SGLD steps
     per_head: dict[str, float] = {}
     start = time.perf_counter()
     result = run_study(work.network, work.tokenizer, config, out=folder / "study",

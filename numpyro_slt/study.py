@@ -134,8 +134,8 @@ class StudyConfig:
             raise ValueError("StudyConfig.chain_method must be 'sequential', 'vectorized' or "
                              f"'parallel', got {self.chain_method!r}.")
         if self.components is not None:
-            if isinstance(self.components, str) or not all(
-                    isinstance(c, str) for c in self.components) or not self.components:
+            if not isinstance(self.components, tuple | list) or not self.components or not all(
+                    isinstance(c, str) for c in self.components):
                 raise ValueError("StudyConfig.components must be a non-empty tuple of component "
                                  f"names such as ('1:6', 'embed'), got {self.components!r}.")
             object.__setattr__(self, "components", tuple(self.components))

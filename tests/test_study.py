@@ -211,7 +211,8 @@ def test_study_config_refuses_bad_values(tiny):
     _, network, tokenizer = tiny
     for bad in ({"num_chains": 0}, {"nbeta": -1.0}, {"gamma": float("nan")},
                 {"step_size": "big"}, {"components": "1:0"}, {"chain_method": "threads"},
-                {"batch_size": 10_000}):
+                {"batch_size": 10_000}, {"components": False}, {"components": []},
+                {"checkpoint_every": 0}):
         with pytest.raises(ValueError, match="StudyConfig"):
             StudyConfig.from_dict({**TINY.to_dict(), **bad})
     with pytest.raises(ValueError, match="unknown StudyConfig"):
