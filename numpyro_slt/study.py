@@ -76,9 +76,11 @@ class StudyConfig:
             of those segments that are random tokens (the default model's training mixture).
         seed: seed of the data and of the chains.
         chain_method: ``"sequential"``, ``"vectorized"`` or ``"parallel"`` (NumPyro's).
-        fast_path: for a component downstream of layer 0, cache the frozen residual stream x^L
-            of the data and run only layers L.. per step and per draw (same estimates up to
-            float rounding; see :func:`~numpyro_slt.nn.posterior.upstream_residual`).
+        fast_path: cache what the frozen part of the network computes on the data once (for a
+            head, its input and the rest of its layer's output; for a component downstream of
+            layer L > 0, the residual stream x^L) and run only the sampled part and what lies
+            downstream, per step and per draw (same estimates up to float rounding; see
+            :func:`~numpyro_slt.nn.posterior.frozen_cache`).
         checkpoint_every: kept draws per segment of a component's run: the observables of each
             segment are evaluated and written to disk as soon as it is sampled, so an
             interrupted study loses at most this many draws of the component in progress.
@@ -277,14 +279,13 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     from .handlers import localize, temper
     from .kernels import SGLD
     from .nn.observables import evaluate_observables
-    from .nn.posterior import first_layer, language_model, parameter_sites, upstream_residual
+    from .nn.posterior import frozen_cache, language_model, parameter_sites
 
     model = language_model(network, [component], batch_size=config.batch_size)
     center = parameter_sites(network, [component])
     posterior = localize(temper(model, config.nbeta), center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
-    fast = config.fast_path and first_layer(network, [component]) > 0
-    upstream = upstream_residual(network, data["sampling"], [component]) if fast else None
+    upstream = frozen_cache(network, data["sampling"], [component]) if config.fast_path else None
 
     def observe(draws: dict[str, Any]) -> xr.Dataset:
         return evaluate_observables(network, draws, data["probes"], data["eval"], [component],

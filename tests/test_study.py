@@ -49,18 +49,24 @@ def _draws(network, components, shape=(2, 3), scale=0.05):
     return {k: np.asarray(v) + scale * rng.normal(size=shape + v.shape) for k, v in center.items()}
 
 
-def test_observables_equal_direct_evaluation_at_every_draw(tiny):
+@pytest.mark.parametrize("component, options", [
+    ("1:0", {"draw_batch": 4}),  # head cache, draws vmapped in fours (one padded)
+    ("0:1", {"token_chunk": 2}),  # head cache in layer 0, sequences padded to whole chunks
+    ("unembed", {"fast_path": False}),  # x^L cache off: the whole forward pass
+    ("1:0", {"fast_path": False, "token_chunk": 1}),
+])
+def test_observables_equal_direct_evaluation_at_every_draw(tiny, component, options):
     _, network, _ = tiny
     rng = np.random.default_rng(1)
     probes = {"short": rng.integers(0, 300, (2, 5)), "long": rng.integers(0, 300, (3, 16))}
     eval_tokens = rng.integers(0, 300, (4, 16))
-    draws = _draws(network, ["1:0"])
-    obs = evaluate_observables(network, draws, probes, eval_tokens, ["1:0"], draw_batch=4)
+    draws = _draws(network, [component])
+    obs = evaluate_observables(network, draws, probes, eval_tokens, [component], **options)
     assert obs["token_loss"].shape == (2, 3, 2 * 4 + 3 * 15)
     assert list(np.unique(obs["token_probe"].values)) == ["long", "short"]
     for chain, draw in [(0, 0), (1, 2)]:
         net = network_at(network, {k: jnp.asarray(v[chain, draw]) for k, v in draws.items()},
-                         ["1:0"])
+                         [component])
         direct = np.concatenate([np.asarray(jax.vmap(net.token_losses)(jnp.asarray(p))).ravel()
                                  for p in probes.values()])
         np.testing.assert_allclose(obs["token_loss"].values[chain, draw], direct, rtol=1e-5,
@@ -70,7 +76,8 @@ def test_observables_equal_direct_evaluation_at_every_draw(tiny):
     centre = float(jnp.mean(jax.vmap(network.token_losses)(jnp.asarray(eval_tokens))))
     np.testing.assert_allclose(obs["phi"].values, obs["sampling_loss"].values - centre,
                                rtol=1e-5, atol=1e-6)
-    thinned = evaluate_observables(network, draws, probes, eval_tokens, ["1:0"], thinning=2)
+    thinned = evaluate_observables(network, draws, probes, eval_tokens, [component], thinning=2,
+                                   **options)
     assert list(thinned["draw"].values) == [0, 2]
     np.testing.assert_allclose(thinned["token_loss"].values[:, 1],
                                obs["token_loss"].values[:, 2], rtol=1e-5)

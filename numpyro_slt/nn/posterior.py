@@ -35,7 +35,8 @@ from .components import get_component, named_parameters, parse_component, replac
 from .components import set_component as _set_component
 from .transformer import AttentionOnlyTransformer
 
-__all__ = ["language_model", "parameter_sites", "network_at", "first_layer", "upstream_residual"]
+__all__ = ["language_model", "parameter_sites", "network_at", "first_layer", "upstream_residual",
+           "HeadCache", "head_cache", "frozen_cache", "logits_from_cache"]
 
 
 def parameter_sites(
@@ -96,12 +97,106 @@ def upstream_residual(
     if layer == 0:
         raise ValueError(f"components {list(components)} change the embedding or layer 0: "
                          "nothing upstream is frozen, so there is nothing to cache.")
+    chunks, size = _chunked_inputs(tokens, chunk)
+    residual = _upstream(network, chunks, layer)
+    return residual.reshape(-1, *residual.shape[2:])[:size]
+
+
+class HeadCache(eqx.Module):
+    """The frozen part of the network around one sampled head L:H, per model input position.
+
+    ``normed`` is the head's input a = LN_L(x^L) and ``rest`` = x^{L+1}(w*) − out_{L,H}(w*), the
+    layer's output without this head. Nothing upstream of the head and no other head of layer L
+    depends on the head's weights c, so x^{L+1}(c) = rest + out_{L,H}(a; c) exactly (the
+    residual-stream identity of :mod:`~numpyro_slt.nn.components`): each step and each
+    observable evaluation runs one head, the layers after L and the unembedding.
+    """
+
+    normed: Float[Array, "sequences positions d_model"]
+    rest: Float[Array, "sequences positions d_model"]
+    layer: int = eqx.field(static=True)
+    head: int = eqx.field(static=True)
+
+    @property
+    def component(self) -> str:
+        return f"{self.layer}:{self.head}"
+
+
+def head_cache(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    component: str,
+    *,
+    chunk: int = 256,
+) -> HeadCache:
+    """The :class:`HeadCache` of head ``component`` (``"L:H"``) for the model inputs
+    ``tokens[:, :-1]``, computed once in chunks of sequences."""
+    spec = parse_component(component, network.config)
+    if spec.kind != "head":
+        raise ValueError(f"head_cache needs one head 'L:H', got {component!r}")
+    tokens = _check_tokens(tokens, network)
+    chunks, size = _chunked_inputs(tokens, chunk)
+    normed, rest = _head_cache(network, chunks, spec.layer, spec.head)
+    return HeadCache(normed.reshape(-1, *normed.shape[2:])[:size],
+                     rest.reshape(-1, *rest.shape[2:])[:size], spec.layer, spec.head)
+
+
+@eqx.filter_jit
+def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: int):
+    def one(seq):
+        resid = network.embed(seq)
+        for l in range(layer):
+            resid = network.apply_layer(l, resid)
+        normed = network.normed_input(layer, resid)
+        rest = network.apply_layer(layer, resid) - network.head_output(layer, head, normed)
+        return normed, rest
+
+    return jax.lax.map(jax.vmap(one), chunks)
+
+
+def frozen_cache(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    components: Iterable[str] | None,
+    *,
+    chunk: int = 256,
+) -> HeadCache | Float[Array, "sequences positions d_model"] | None:
+    """What the restricted fast path caches for ``components``: a :class:`HeadCache` for a single
+    head, the frozen residual stream x^L (:func:`upstream_residual`) when everything upstream of
+    a layer L > 0 is frozen, and None when nothing can be cached (the whole network, the
+    embedding, or a component set reaching into layer 0 other than one head). Pass it to the
+    model of :func:`language_model` as ``upstream``."""
+    if components is None:
+        return None
+    names = _canonical(network, components)
+    if len(names) == 1 and parse_component(names[0], network.config).kind == "head":
+        return head_cache(network, tokens, names[0], chunk=chunk)
+    if first_layer(network, names) > 0:
+        return upstream_residual(network, tokens, names, chunk=chunk)
+    return None
+
+
+def logits_from_cache(
+    network: AttentionOnlyTransformer,
+    cached: HeadCache | Float[Array, "positions d_model"],
+    layer: int,
+) -> Float[Array, "positions vocab"]:
+    """Logits of one sequence from its cached frozen part (one row of :func:`frozen_cache`):
+    for a :class:`HeadCache`, rest + out_{L,H}(a) then layers L+1.. and the unembedding; for x^L,
+    layers ``layer``.. and the unembedding."""
+    if isinstance(cached, HeadCache):
+        resid = cached.rest + network.head_output(cached.layer, cached.head, cached.normed)
+        return network.unembed(network.residual_from(cached.layer + 1, resid))
+    return network.unembed(network.residual_from(layer, cached))
+
+
+def _chunked_inputs(tokens, chunk: int):
+    """Model inputs ``tokens[:, :-1]`` padded to whole chunks: ([chunks, chunk, S−1], rows)."""
     inputs = np.asarray(tokens)[:, :-1]
     pad = -len(inputs) % chunk
     padded = np.concatenate([inputs, np.repeat(inputs[-1:], pad, axis=0)]).reshape(
         -1, chunk, inputs.shape[1])
-    residual = _upstream(network, jnp.asarray(padded), layer)
-    return residual.reshape(-1, *residual.shape[2:])[: len(inputs)]
+    return jnp.asarray(padded), len(inputs)
 
 
 @eqx.filter_jit
@@ -134,10 +229,11 @@ def language_model(
         :func:`numpyro_slt.localize` replaces.
 
     The model is ``model(tokens, upstream=None)``. With ``upstream`` =
-    :func:`upstream_residual` ``(network, tokens, components)`` (the restricted fast path) the
-    frozen part of the network upstream of the components is not recomputed: each step runs
-    only layers L.. and the unembedding on the cached x^L of the minibatch's sequences, which
-    gives the same losses and gradients up to float rounding.
+    :func:`frozen_cache` ``(network, tokens, components)`` (the restricted fast path) the
+    frozen part of the network is not recomputed: for one head each step runs that head, the
+    layers after it and the unembedding on the cached :class:`HeadCache` of the minibatch's
+    sequences; otherwise only layers L.. and the unembedding on the cached x^L
+    (:func:`upstream_residual`). Both give the same losses and gradients up to float rounding.
     """
     if components is not None:
         components = _canonical(network, components)
@@ -147,10 +243,11 @@ def language_model(
     layer = first_layer(network, components)
 
     def model(tokens: Int[Array, "sequences context"],
-              upstream: Float[Array, "sequences positions d_model"] | None = None) -> None:
+              upstream: HeadCache | Float[Array, "sequences positions d_model"] | None = None
+              ) -> None:
         tokens = _check_tokens(tokens, network)
         if upstream is not None:
-            _check_upstream(upstream, tokens, network, layer)
+            _check_upstream(upstream, tokens, network, layer, components)
         values = {
             name: numpyro.sample(name, dist.Normal(0.0, prior_scale).expand(shape)
                                  .to_event(len(shape)))
@@ -164,8 +261,8 @@ def language_model(
             if upstream is None:
                 logits = jax.vmap(current)(batch[:, :-1])
             else:
-                logits = jax.vmap(lambda x: current.unembed(current.residual_from(layer, x)))(
-                    upstream[rows])
+                logits = jax.vmap(lambda cached: logits_from_cache(current, cached, layer))(
+                    jax.tree.map(lambda u: u[rows], upstream))
             numpyro.sample("next_token", dist.Categorical(logits=logits), obs=batch[:, 1:])
 
     model.network = network
@@ -184,11 +281,23 @@ def _canonical(network: AttentionOnlyTransformer, components: Iterable[str]) -> 
     return names
 
 
-def _check_upstream(upstream, tokens, network: AttentionOnlyTransformer, layer: int) -> None:
+def _check_upstream(upstream, tokens, network: AttentionOnlyTransformer, layer: int,
+                    components: tuple[str, ...] | None = None) -> None:
+    expected = (tokens.shape[0], tokens.shape[1] - 1, network.config.d_model)
+    if isinstance(upstream, HeadCache):
+        if components != (upstream.component,):
+            raise ValueError(f"upstream is the HeadCache of head {upstream.component!r} but the "
+                             f"model samples {components}; pass frozen_cache(network, tokens, "
+                             "components) of the same components.")
+        for name in ("normed", "rest"):
+            shape = tuple(getattr(upstream, name).shape)
+            if shape != expected:
+                raise ValueError(f"upstream.{name} has shape {shape}, expected {expected}: pass "
+                                 "frozen_cache(network, tokens, components) of the same tokens.")
+        return
     if layer == 0:
         raise ValueError("upstream was given but the sampled components change the embedding or "
                          "layer 0; sample with upstream=None.")
-    expected = (tokens.shape[0], tokens.shape[1] - 1, network.config.d_model)
     if tuple(upstream.shape) != expected:
         raise ValueError(f"upstream has shape {tuple(upstream.shape)}, expected {expected}: pass "
                          "upstream_residual(network, tokens, components) of the same tokens.")

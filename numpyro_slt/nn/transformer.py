@@ -227,6 +227,30 @@ class AttentionOnlyTransformer(eqx.Module):
         attn_out, _, _ = self._attention(layer, resid, per_head=False)
         return resid + attn_out
 
+    def head_output(
+        self, layer: int, head: int, normed: Float[Array, "seq d_model"]
+    ) -> Float[Array, "seq d_model"]:
+        """What head ``layer:head`` alone writes to the residual stream,
+        out_{l,h} = softmax(causal(q kᵀ/√d_head)) v W_O[l,h], from the layer's normalised input
+        a = LN_l(x^l) (x^l itself without layer norm). Used by the restricted fast path, which
+        caches a and the rest of the layer's output when only this head is sampled."""
+        c = self.config
+        q = normed @ self.W_Q[layer, head] + self.b_Q[layer, head]
+        k = normed @ self.W_K[layer, head] + self.b_K[layer, head]
+        v = normed @ self.W_V[layer, head] + self.b_V[layer, head]
+        scores = (q @ k.T) * (1.0 / math.sqrt(c.d_head))
+        seq = normed.shape[0]
+        scores = jnp.where(jnp.tril(jnp.ones((seq, seq), dtype=bool)), scores, -jnp.inf)
+        return jax.nn.softmax(scores, axis=-1) @ v @ self.W_O[layer, head]
+
+    def normed_input(self, layer: int, resid: Float[Array, "seq d_model"]
+                     ) -> Float[Array, "seq d_model"]:
+        """a = LN_l(x^l), the input of layer ``layer``'s heads (x^l without layer norm)."""
+        c = self.config
+        if not c.layer_norm:
+            return resid
+        return _layer_norm(resid, self.ln_w[layer], self.ln_b[layer], c.ln_eps)
+
     def unembed(self, resid: Float[Array, "seq d_model"]) -> Float[Array, "seq vocab"]:
         """logits = LN_final(x^L) W_U + b_U (no LayerNorm when ``layer_norm`` is off)."""
         c = self.config
