@@ -5,6 +5,7 @@ Turn a model into a localized, tempered posterior (:func:`temper`, :func:`locali
 estimate the local learning coefficient with :func:`llc`.
 """
 
+from ._compile_cache import reuse_loop_compilation
 from .checkpoint import sample_checkpointed
 from .estimators.llc import estimate_llc, llc
 from .estimators.pca import per_layer_pca, response_pca
@@ -17,4 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict", "llc",
            "estimate_llc", "sample_checkpointed", "check_chains", "ChainReport",
-           "susceptibilities", "response_matrix", "response_pca", "per_layer_pca"]
+           "susceptibilities", "response_matrix", "response_pca", "per_layer_pca",
+           "reuse_loop_compilation"]

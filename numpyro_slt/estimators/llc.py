@@ -173,6 +173,7 @@ def estimate_llc(
     """
     from numpyro.infer import MCMC
 
+    from .._compile_cache import reuse_loop_compilation
     from ..handlers import localize, temper
     from ..kernels import SGLD
 
@@ -182,7 +183,8 @@ def estimate_llc(
     mcmc = MCMC(kernel, num_warmup=num_samples // 5 if num_warmup is None else num_warmup,
                 num_samples=num_samples, num_chains=num_chains, chain_method=chain_method,
                 thinning=thinning, progress_bar=progress_bar)
-    mcmc.run(jax.random.PRNGKey(seed), *model_args, **model_kwargs)
+    with reuse_loop_compilation():  # sequential chains: one compile, not one per chain
+        mcmc.run(jax.random.PRNGKey(seed), *model_args, **model_kwargs)
     result = llc(mcmc)
     result.attrs.update(gamma=float(gamma), step_size=float(step_size), num_chains=num_chains,
                         num_samples=num_samples, seed=seed, control_variate=int(control_variate))

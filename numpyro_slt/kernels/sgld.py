@@ -219,7 +219,14 @@ class SGLD(MCMCKernel):
         )
 
     def postprocess_fn(self, model_args: tuple, model_kwargs: dict | None) -> Callable:
-        info = self._setup(model_args, model_kwargs or {})
+        traced = any(isinstance(x, jax.core.Tracer)
+                     for x in jax.tree.leaves((model_args, model_kwargs)))
+        if traced and self._info is not None:
+            # MCMC(jit_model_args=True) traces the data; the sites and their transforms were
+            # read from the concrete data in ``init``
+            info = self._info
+        else:
+            info = self._setup(model_args, model_kwargs or {})
         if not self.keep_draws:
             return _no_draws
         return partial(_model.constrain, info)
