@@ -113,6 +113,26 @@ def test_divergence_is_reported_with_chain_and_step(data):
         slt.llc(mcmc)
 
 
+def test_exploding_loss_counts_as_divergence(data):
+    """A finite but exploded loss (excess above max_excess_loss) is flagged with its step."""
+    x, y = data
+    calm = _run(slt.SGLD(_posterior(x, y), 1e-4), x, y, num_samples=50)
+    fields = calm.get_extra_fields(group_by_chain=True)
+    excess = np.asarray(fields["loss"]) - float(slt.llc(calm)["init_loss"])
+    assert np.all(np.asarray(fields["diverged_at"]) == -1)
+    threshold = 0.5 * float(excess.max(axis=1).min())  # every chain passes it at some step
+    assert threshold > 0
+    mcmc = _run(slt.SGLD(_posterior(x, y), 1e-4, max_excess_loss=threshold), x, y,
+                num_samples=50)
+    first = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverged_at"])[:, -1]
+    assert np.all(first >= 1), first
+    with pytest.raises(FloatingPointError, match=r"exploding loss\): chain 0 at step \d+"):
+        slt.llc(mcmc)
+    for bad in (0.0, -1.0, float("inf"), "big", True):
+        with pytest.raises(ValueError, match="max_excess_loss"):
+            slt.SGLD(_posterior(x, y), 1e-4, max_excess_loss=bad)
+
+
 def test_diverged_chain_can_be_dropped_with_a_warning(data):
     x, y = data
     mcmc = _run(slt.SGLD(_posterior(x, y), 1e-4), x, y, num_chains=3, num_samples=100)

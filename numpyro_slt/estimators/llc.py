@@ -125,7 +125,7 @@ def _constant(stats: xr.Dataset, name: str) -> float:
 
 
 def _usable_chains(stats: xr.Dataset, mean: np.ndarray, on_divergence: str) -> np.ndarray:
-    """Indices of the chains that never left the finite numbers."""
+    """Indices of the chains that never diverged (NaN, Inf or an exploded loss)."""
     diverged_at = (
         np.asarray(stats["diverged_at"])[:, -1] if "diverged_at" in stats
         else np.full(mean.shape[0], -1)
@@ -139,7 +139,8 @@ def _usable_chains(stats: xr.Dataset, mean: np.ndarray, on_divergence: str) -> n
     )
     advice = "reduce step_size, or raise gamma, or check the data and the center"
     if on_divergence == "raise" or bad.all():
-        raise FloatingPointError(f"SGLD diverged (NaN or Inf): {report}; {advice}")
+        raise FloatingPointError(f"SGLD diverged (NaN, Inf or an exploding loss): {report}; "
+                                 f"{advice}")
     warnings.warn(f"dropping diverged chains: {report}; {advice}", stacklevel=3)
     return np.flatnonzero(~bad)
 

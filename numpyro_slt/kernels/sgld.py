@@ -62,8 +62,9 @@ class SGLDState(NamedTuple):
       coordinates.
     - **mala_accept** – Metropolis-adjusted acceptance probability of the move that produced z
       (see :class:`SGLD`).
-    - **diverging** – True when U, L_B or ∇U is not finite at z.
-    - **diverged_at** – the first step at which the chain was not finite, −1 while it never was.
+    - **diverging** – True when U, L_B or ∇U is not finite at z, or the loss exploded:
+      L_B(z) − L_n(w*) > ``max_excess_loss``.
+    - **diverged_at** – the first step at which the chain diverged, −1 while it never did.
     - **precond_state** – the preconditioner's state.
     - **rng_key** – random key for the next step.
     """
@@ -119,6 +120,10 @@ class SGLD(MCMCKernel):
         statistics, never draws × parameters. What an LLC of a large network needs.
     :param init_strategy: start values for latent sites that are not localized (NumPyro init
         strategy; evaluated with ``PRNGKey(0)`` so that all chains share the reference point).
+    :param max_excess_loss: a step whose excess loss L_B(z) − L_n(w*) exceeds this has exploded
+        and counts as a divergence (``diverged_at``), like a NaN. The default,
+        10³·(1 + |L_n(w*)|), is far above anything a localized chain reaches (its mean excess
+        is λ/nβ).
     """
 
     sample_field = "z"
@@ -135,6 +140,7 @@ class SGLD(MCMCKernel):
         control_variate: bool = False,
         keep_draws: bool = True,
         init_strategy: Callable = init_to_uniform,
+        max_excess_loss: float | None = None,
     ):
         if not callable(model):
             raise ValueError(f"model must be a callable NumPyro model, got {type(model).__name__}")
@@ -159,6 +165,12 @@ class SGLD(MCMCKernel):
             raise ValueError(
                 f"init_loss_batches must be a positive integer or None, got {init_loss_batches!r}"
             )
+        if max_excess_loss is not None and not (
+                isinstance(max_excess_loss, int | float) and not isinstance(max_excess_loss, bool)
+                and max_excess_loss > 0 and math.isfinite(max_excess_loss)):
+            raise ValueError(f"max_excess_loss must be a finite number > 0 or None, got "
+                             f"{max_excess_loss!r}")
+        self.max_excess_loss = None if max_excess_loss is None else float(max_excess_loss)
         self._model = model
         self.step_size = step_size
         self.preconditioner = identity() if preconditioner is None else preconditioner
@@ -363,6 +375,12 @@ class SGLD(MCMCKernel):
     def sample(self, state: SGLDState, model_args, model_kwargs) -> SGLDState:
         return self._sample_fn(state, model_args, model_kwargs or {})
 
+    def _explosion_threshold(self) -> float:
+        """The excess loss beyond which a step counts as exploded (see ``max_excess_loss``)."""
+        if self.max_excess_loss is not None:
+            return self.max_excess_loss
+        return 1e3 * (1.0 + abs(self._reference[1]))
+
     def _value_and_grad(self, info, model_args, model_kwargs):
         def energy(z, indices):
             return _model.energy_and_loss(info, model_args, model_kwargs, z, indices)
@@ -403,7 +421,8 @@ class SGLD(MCMCKernel):
             state.mean_excess_loss + (excess - state.mean_excess_loss) / jnp.maximum(count, 1),
             0.0,
         ).astype(loss.dtype)
-        finite = jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
+        finite = (jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
+                  & (loss - state.init_loss <= self._explosion_threshold()))
         diverged_at = jnp.where((state.diverged_at < 0) & ~finite, i, state.diverged_at)
         return SGLDState(
             i=i,
