@@ -166,8 +166,11 @@ def load_draws(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         raise ValueError(f"{directory} holds no segments; nothing has been sampled there yet")
     parts = []
     for path in paths:
-        with np.load(path) as data:
-            parts.append({k: data[k] for k in data.files})
+        try:
+            with np.load(path) as data:
+                parts.append({k: data[k] for k in data.files})
+        except Exception as err:  # truncated or corrupt (atomic writes rule out half-written)
+            raise _unreadable(path, err) from None
     merged = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
     draws = _unflatten(merged, "draws")
     stats = _unflatten(merged, "stats")
@@ -185,11 +188,19 @@ def load_observed(directory: str | os.PathLike) -> xr.Dataset:
                          "run made with observe=...?")
     parts = []
     for path in paths:
-        with xr.open_dataset(path, engine="h5netcdf") as part:
-            parts.append(part.load())
+        try:
+            with xr.open_dataset(path, engine="h5netcdf") as part:
+                parts.append(part.load())
+        except Exception as err:
+            raise _unreadable(path, err) from None
     merged = xr.concat(parts, dim="draw", data_vars="minimal", coords="minimal",
                        compat="override")
     return merged.assign_coords(draw=np.arange(merged.sizes["draw"]))
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); the file was damaged "
+                      f"after it was written. Delete {path.parent} to sample this run again.")
 
 
 def _check_observed(observed: Any, num_chains: int, num_draws: int) -> None:
@@ -221,8 +232,11 @@ def _start(directory: Path, settings: dict, resume: bool):
         checkpoint = directory / "checkpoint.pkl"
         if not checkpoint.exists():  # killed during burn-in: start again
             return None, 0
-        with open(checkpoint, "rb") as handle:
-            saved_state = pickle.load(handle)
+        try:
+            with open(checkpoint, "rb") as handle:
+                saved_state = pickle.load(handle)
+        except Exception as err:
+            raise _unreadable(checkpoint, err) from None
         segments = saved_state["segments"]
         for stale in [*directory.glob("segment_*.npz"), *directory.glob("observed_*.nc")]:
             if int(stale.stem.split("_")[1]) >= segments:

@@ -153,3 +153,21 @@ def test_observe_must_return_one_value_per_draw(tmp_path):
         sample_checkpointed(kernel, jax.random.PRNGKey(3), *args, directory=tmp_path,
                             checkpoint_every=100, progress_bar=False,
                             observe=lambda d: _observe(d).isel(draw=[0]), **SETTINGS)
+
+
+def test_damaged_files_are_named_with_the_fix(tmp_path):
+    kernel, args = _kernel()
+    run = partial(sample_checkpointed, kernel, jax.random.PRNGKey(3), *args, directory=tmp_path,
+                  checkpoint_every=20, progress_bar=False, observe=_observe, **SETTINGS)
+    run()
+    segment = tmp_path / "segment_00001.npz"
+    segment.write_bytes(segment.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"segment_00001.npz is unreadable.*Delete"):
+        load_draws(tmp_path)
+    observed = tmp_path / "observed_00002.nc"
+    observed.write_bytes(b"not netcdf")
+    with pytest.raises(ValueError, match=r"observed_00002.nc is unreadable"):
+        load_observed(tmp_path)
+    (tmp_path / "checkpoint.pkl").write_bytes(b"\x80\x04truncated")
+    with pytest.raises(ValueError, match=r"checkpoint.pkl is unreadable"):
+        run(resume=True)
