@@ -160,10 +160,9 @@ def test_chain_methods_agree_with_vectorized(small_data, chain_method):
     posterior = _posterior(x, y, batch_size=128)
     reference = _run(slt.SGLD(posterior, 1e-4), x, y, num_samples=100)
     other = _run(slt.SGLD(posterior, 1e-4), x, y, num_samples=100, chain_method=chain_method)
-    np.testing.assert_allclose(other.get_samples()["w"], reference.get_samples()["w"],
-                               rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(slt.llc(other).llc_per_chain, slt.llc(reference).llc_per_chain,
-                               rtol=1e-3)
+    # the same seed gives the same draws, bit for bit, whatever the chain method
+    np.testing.assert_array_equal(other.get_samples()["w"], reference.get_samples()["w"])
+    np.testing.assert_array_equal(slt.llc(other).llc_per_chain, slt.llc(reference).llc_per_chain)
     fields = other.get_extra_fields()
     assert np.all(fields["init_loss"] == reference.get_extra_fields()["init_loss"])
 
