@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "sha256_of"]
+__all__ = ["atomic_write", "atomic_write_path", "sha256_of"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb"
@@ -28,6 +28,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        raise
+
+
+def atomic_write_path(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)`` for writers that take a file name rather than a stream
+    (netCDF, tokenizers), then rename the file over ``path``; on failure the temporary file is
+    removed and ``path`` is left as it was."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary.exists():
+            temporary.unlink()
         raise
 
 

@@ -34,7 +34,7 @@ from numpyro.infer import MCMC
 from numpyro.infer.mcmc import MCMCKernel
 
 from ._compile_cache import reuse_loop_compilation
-from ._io import atomic_write
+from ._io import atomic_write, atomic_write_path
 
 __all__ = ["sample_checkpointed", "load_draws", "load_observed"]
 
@@ -109,29 +109,22 @@ def sample_checkpointed(
     if total_draws % checkpoint_every:
         lengths.append(total_draws % checkpoint_every)
 
-    mcmcs: dict[int, MCMC] = {}
-
-    def mcmc_for(draws: int, warmup: int = 0) -> MCMC:
-        """One MCMC per segment length, reused so that its compiled loop is reused."""
-        if warmup or draws not in mcmcs:
-            mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws * thinning,
-                        num_chains=num_chains, chain_method=chain_method, thinning=thinning,
-                        progress_bar=progress_bar)
-            if warmup:
-                return mcmc
-            mcmcs[draws] = mcmc
-        return mcmcs[draws]
+    def new_mcmc(draws: int, warmup: int = 0) -> MCMC:
+        return MCMC(kernel, num_warmup=warmup, num_samples=draws * thinning,
+                    num_chains=num_chains, chain_method=chain_method, thinning=thinning,
+                    progress_bar=progress_bar)
 
     state, done = _start(directory, settings, resume)
     if state is None:
-        warm = mcmc_for(lengths[0], num_warmup)
+        warm = new_mcmc(lengths[0], num_warmup)
         warm.warmup(rng_key, *model_args, extra_fields=extra_fields, **model_kwargs)
         state = warm.post_warmup_state
         _write_pickle(directory / "checkpoint.pkl", {"state": jax.device_get(state), "segments": 0})
-    mcmc = mcmc_for(lengths[0])
+    mcmcs = {length: new_mcmc(length) for length in set(lengths)}  # one per segment length,
+    mcmc = mcmcs[lengths[0]]  # reused so that its compiled loop is reused
     with reuse_loop_compilation():
         while done < len(lengths):
-            mcmc = mcmc_for(lengths[done])
+            mcmc = mcmcs[lengths[done]]
             mcmc.post_warmup_state = state
             mcmc.run(state.rng_key, *model_args, extra_fields=extra_fields, **model_kwargs)
             state = mcmc.last_state
@@ -280,9 +273,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _write_netcdf(path: Path, dataset: xr.Dataset) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    dataset.to_netcdf(temporary, engine="h5netcdf")
-    os.replace(temporary, path)
+    atomic_write_path(path, lambda temporary: dataset.to_netcdf(temporary, engine="h5netcdf"))
 
 
 def _write_pickle(path: Path, obj: Any) -> None:

@@ -45,6 +45,7 @@ import xarray as xr
 
 from ._arviz import from_groups, posterior_group, sample_stats
 from ._config import checked_fields
+from ._io import atomic_write_path
 from .diagnostics import ess_rhat
 from .estimators.llc import llc
 from .estimators.pca import per_layer_pca, response_pca
@@ -304,21 +305,12 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
 
 
 def _save_run(idata, path: Path, settings: str) -> None:
-    """Write the ArviZ data to netCDF (any "/" in a name, which netCDF reserves for groups,
-    becomes ".")."""
-    posterior = posterior_group(idata)
-    names = [*posterior.data_vars, *posterior.dims]
-    renamed = posterior.rename({k: k.replace("/", ".") for k in names if "/" in str(k)})
-    renamed.attrs["numpyro_slt_study"] = settings
+    """Write the ArviZ data to netCDF, with ``settings`` in the posterior group's attributes."""
     if hasattr(xr, "DataTree") and isinstance(idata, xr.DataTree):
-        idata["posterior"] = xr.DataTree(renamed)
-        write = idata.to_netcdf
+        idata["posterior"].attrs["numpyro_slt_study"] = settings
     else:
-        idata.posterior = renamed
-        write = idata.to_netcdf
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(str(tmp), engine="h5netcdf")
-    os.replace(tmp, path)
+        idata.posterior.attrs["numpyro_slt_study"] = settings
+    atomic_write_path(path, lambda temporary: idata.to_netcdf(str(temporary), engine="h5netcdf"))
 
 
 def _load_run(path: Path, settings: str):

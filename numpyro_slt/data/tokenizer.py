@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from .._io import atomic_write_path
 from .corpora import GENRES, check_genre, genre_texts
 
 EOS_TOKEN = "<|endoftext|>"
@@ -91,9 +92,7 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tokenizer.save(str(tmp), pretty=False)
-    os.replace(tmp, path)
+    atomic_write_path(path, lambda temporary: tokenizer.save(str(temporary), pretty=False))
     return path
 
 

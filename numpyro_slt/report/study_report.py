@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._io import atomic_write
+from .._io import atomic_write, atomic_write_path
 from ..estimators.tokens import top_tokens
 from .html import Section, Table, write_report
 from .plots import (
@@ -90,9 +90,8 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
     data = chi.reset_coords()
     for name in ("token_probe", "label"):
         data[name] = data[name].astype(str)
-    tmp = out / ".susceptibility.nc.tmp"
-    data.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, out / "susceptibility.nc")
+    atomic_write_path(out / "susceptibility.nc",
+                      lambda temporary: data.to_netcdf(temporary, engine="h5netcdf"))
 
     # tables
     _matrix_csv(tables / "response_global.csv", global_matrix, "probe")
