@@ -144,9 +144,7 @@ def head_cache(
 @eqx.filter_jit
 def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: int):
     def one(seq):
-        resid = network.embed(seq)
-        for l in range(layer):
-            resid = network.apply_layer(l, resid)
+        resid = _residual_before(network, seq, layer)
         normed = network.normed_input(layer, resid)
         rest = network.apply_layer(layer, resid) - network.head_output(layer, head, normed)
         return normed, rest
@@ -204,13 +202,15 @@ def _upstream(network: AttentionOnlyTransformer, chunks, layer: int):
     """x^layer of every sequence, mapped over chunks (compiled once per network shape, chunk
     shape and layer: the network is an argument, not a constant)."""
 
-    def one(seq):
-        resid = network.embed(seq)
-        for l in range(layer):
-            resid = network.apply_layer(l, resid)
-        return resid
+    return jax.lax.map(jax.vmap(lambda seq: _residual_before(network, seq, layer)), chunks)
 
-    return jax.lax.map(jax.vmap(one), chunks)
+
+def _residual_before(network: AttentionOnlyTransformer, seq, layer: int):
+    """x^layer of one input sequence: the embedding, then layers 0 .. layer − 1."""
+    resid = network.embed(seq)
+    for l in range(layer):
+        resid = network.apply_layer(l, resid)
+    return resid
 
 
 def language_model(
