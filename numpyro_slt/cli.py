@@ -114,7 +114,8 @@ def _study(args) -> int:
     for layer, pca in result.pca_layers.items():
         ratios = ", ".join(f"{x:.3f}" for x in pca["explained_variance_ratio"].values[:3])
         print(f"layer {layer}: explained variance of PC1-PC3 = {ratios}")
-    print(f"induction heads {acc.get('induction_heads')}: separated along PC1-PC3 = "
+    print(f"induction heads {acc.get('induction_heads')} (prefix matching: "
+          f"{acc.get('prefix_matching_heads')}): separated along PC1-PC3 = "
           f"{acc.get('heads_separated')}; induction tokens distinct = "
           f"{acc.get('induction_tokens_distinct')}")
     return 0

@@ -477,15 +477,35 @@ def run_study(
 # ---------------------------------------------------------------------------- acceptance
 
 
-def induction_heads(head_scores: dict[str, Any], threshold: float = 0.3) -> list[str]:
-    """Heads of layer ≥ 1 whose induction score is at least ``threshold``."""
+def prefix_matching_heads(head_scores: dict[str, Any], threshold: float = 0.3) -> list[str]:
+    """Heads of layer ≥ 1 whose induction (prefix-matching attention) score is ≥ ``threshold``."""
     return [h["head"] for h in head_scores["heads"]
             if int(h["head"].split(":")[0]) >= 1 and h["induction"] >= threshold]
 
 
+def induction_heads(head_scores: dict[str, Any], threshold: float = 0.3,
+                    min_copy_share: float = 0.1) -> list[str]:
+    """Induction heads in Olsson et al.'s sense: heads of layer ≥ 1 that both attend like one
+    (induction score ≥ ``threshold``) and carry the copying (mean-ablating the head undoes at
+    least ``min_copy_share`` of the in-context gain, ``copy_ablation`` of
+    :func:`~numpyro_slt.nn.score_table`).
+
+    A record without copy ablations (the network does not copy) has no induction heads.
+    """
+    if not 0.0 <= min_copy_share <= 1.0:
+        raise ValueError(f"min_copy_share must lie in [0, 1], got {min_copy_share}.")
+    by_name = {h["head"]: h for h in head_scores["heads"]}
+    return [name for name in prefix_matching_heads(head_scores, threshold)
+            if (by_name[name].get("copy_ablation") or 0.0) >= min_copy_share]
+
+
 def separation_checks(pca_layers: dict[str, xr.Dataset], head_scores: dict[str, Any],
-                      labels: Sequence[str], threshold: float = 0.3) -> dict[str, Any]:
+                      labels: Sequence[str], threshold: float = 0.3,
+                      min_copy_share: float = 0.1) -> dict[str, Any]:
     """Does the layer-1 PCA separate the induction heads, and do induction tokens score apart?
+
+    The induction heads are :func:`induction_heads` (attention and copying); the heads that only
+    attend like one are listed as ``prefix_matching_heads`` and are not required to separate.
 
     For each of PC1..PC3 of layer 1: ``heads_gap`` = the distance between the induction heads' and
     the other layer-1 heads' loadings when all of one group lie on one side of all of the other
@@ -494,7 +514,11 @@ def separation_checks(pca_layers: dict[str, xr.Dataset], head_scores: dict[str, 
     Cohen's d of the tokens labelled ``induction`` against all others on each PC (difference of
     means over the pooled standard deviation).
     """
-    result: dict[str, Any] = {"induction_heads": induction_heads(head_scores, threshold)}
+    result: dict[str, Any] = {
+        "prefix_matching_heads": prefix_matching_heads(head_scores, threshold),
+        "induction_heads": induction_heads(head_scores, threshold, min_copy_share),
+        "criteria": {"induction_score": threshold, "copy_share": min_copy_share},
+    }
     layer = pca_layers.get("1")
     if layer is None:
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +13,9 @@ import pytest
 
 from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig
 from numpyro_slt.nn.induction import (
+    _ablated_copy_losses,
+    _losses_with_mean_head,
+    copy_ablation,
     copy_losses,
     induction_scores,
     previous_token_scores,
@@ -123,6 +127,27 @@ def test_network_scores_agree_with_patterns():
     json.dumps(table)  # plain data
     with pytest.raises(ValueError, match="d_vocab"):
         induction_scores(net, tokens + 60)
+
+
+def test_ablation_with_its_own_output_changes_nothing():
+    """_losses_with_mean_head given a sequence's own head outputs reproduces its losses, for
+    every head; and a network that predicts nothing has no copying to share out."""
+    net = _net()
+    tokens = repeated_random_tokens(jax.random.PRNGKey(1), 3, 10, 0, 64)
+    for t in tokens:
+        own = net.run_with_cache(t).head_out
+        for layer, head in [(0, 0), (1, 1)]:
+            np.testing.assert_allclose(
+                _losses_with_mean_head(net, t, jnp.int32(layer), jnp.int32(head), own),
+                net.token_losses(t), rtol=1e-5, atol=1e-6)
+    # with one sequence, the mean over sequences is the sequence's own output
+    second = np.asarray(_ablated_copy_losses(net, tokens[:1], 10))
+    np.testing.assert_allclose(second, copy_losses(net, tokens[:1])[1], rtol=1e-5)
+    flat = eqx.tree_at(lambda m: m.W_U, net, jnp.zeros_like(net.W_U))
+    with pytest.raises(ValueError, match="does not copy"):
+        copy_ablation(flat, tokens)
+    assert score_table(flat, jax.random.PRNGKey(2), num_sequences=2, length=8)[
+        "copy_ablation"] is None
 
 
 # ------------------------------------------------------------------------ schedule, batches, data

@@ -26,6 +26,7 @@ from .components import (
 )
 from .config import TransformerConfig
 from .induction import (
+    copy_ablation,
     copy_losses,
     default_probe_length,
     induction_scores,
@@ -48,6 +49,7 @@ from .transformer import ActivationCache, AttentionOnlyTransformer, cross_entrop
 __all__ = [
     "TrainConfig",
     "batch_at",
+    "copy_ablation",
     "copy_losses",
     "default_probe_length",
     "induction_mixture",

@@ -26,8 +26,24 @@ With ``A[l, h, q, k]`` the attention of head ``l:h`` from query position q to ke
   that learned nothing else), so ``loss_second ≪ loss_first`` is the behavioural signature of
   in-context copying.
 
-A head that implements induction (Olsson et al.'s "induction head") has an induction score near
-one; a uniform head over the causal prefix scores ≈ (1/L)·Σ 1/(q+1) over the second half, i.e.
+- **copy ablation** of head l:h: the share of the in-context copying gain that the head carries,
+  measured causally by mean ablation. Replace the head's output out_{l,h} (module doc of
+  :mod:`~numpyro_slt.nn.transformer`) at every position s by its mean over the B sequences,
+  ō_{l,h}[s] = 1/B Σ_b out_{l,h}[b, s], run the rest of the network unchanged and take
+
+      copy_ablation[l, h] = (loss_second^{ablated l:h} − loss_second) / (loss_first − loss_second);
+
+  0 means the head plays no part in copying, 1 that ablating it undoes the whole gain (values
+  above 1 are possible when an upstream head is needed for more than copying).
+
+Olsson et al. define an induction head by two properties: it attends to the token after the
+earlier occurrence of the current token (prefix matching, the induction score) and it copies
+that token into the prediction. The induction score sees only the first; the copy ablation tests
+the second through the head's effect on the loss. A head with a high induction score and a
+copy ablation near zero attends like an induction head but does not carry the copying.
+
+A head that implements induction has an induction score near one; a uniform head over the
+causal prefix scores ≈ (1/L)·Σ 1/(q+1) over the second half, i.e.
 about ``log 2 / L``.
 """
 
@@ -43,9 +59,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .transformer import AttentionOnlyTransformer
+from .transformer import AttentionOnlyTransformer, cross_entropy_from_logits
 
 __all__ = [
+    "copy_ablation",
     "copy_losses",
     "default_probe_length",
     "induction_scores",
@@ -188,6 +205,64 @@ def copy_losses(
     return float(first), float(second)
 
 
+def _losses_with_mean_head(network: AttentionOnlyTransformer, tokens: Int[Array, " seq"],
+                           layer: Array, head: Array,
+                           mean_out: Float[Array, "layer head seq d_model"]) -> Array:
+    """ℓ_s of one sequence with head ``layer:head`` (traced ints) writing ``mean_out[layer,
+    head]`` instead of its own output; every other head runs as usual."""
+    c = network.config
+    heads = jnp.arange(c.n_heads)
+    resid = network.embed(tokens)
+    for l in range(c.n_layers):
+        normed = network.normed_input(l, resid)
+        outs = jax.vmap(lambda h, l=l, normed=normed: network.head_output(l, h, normed))(heads)
+        ablate = (heads == head) & (layer == l)
+        outs = jnp.where(ablate[:, None, None], mean_out[l], outs)
+        resid = resid + outs.sum(axis=0) + network.b_O[l]
+    return cross_entropy_from_logits(network.unembed(resid), tokens)
+
+
+@eqx.filter_jit
+def _ablated_copy_losses(network: AttentionOnlyTransformer, tokens: Int[Array, "num seq"],
+                         length: int):
+    c = network.config
+    mean_out = jnp.mean(jax.vmap(network.run_with_cache)(tokens).head_out, axis=0)
+    layers = jnp.repeat(jnp.arange(c.n_layers), c.n_heads)
+    heads = jnp.tile(jnp.arange(c.n_heads), c.n_layers)
+
+    def one_head(layer_head):
+        layer, head = layer_head
+        losses = jax.vmap(
+            lambda t: _losses_with_mean_head(network, t, layer, head, mean_out))(tokens)
+        return losses[:, length : 2 * length - 1].mean()
+
+    second = jax.lax.map(one_head, (layers, heads))  # one head at a time bounds the memory
+    return second.reshape(c.n_layers, c.n_heads)
+
+
+def copy_ablation(
+    network: AttentionOnlyTransformer, tokens: Int[Array, "num seq"]
+) -> Float[Array, "layer head"]:
+    """Share of the copying gain each head carries, by mean ablation (see the module doc):
+
+        copy_ablation[l, h] = (loss_second^{ablated l:h} − loss_second) / (loss_first − loss_second)
+
+    on the repeated sequences ``tokens`` ``[num, 2L]``, where head l:h's output is replaced by its
+    mean over the ``num`` sequences at each position. Raises ValueError when the network does
+    not copy at all (``loss_first − loss_second`` ≤ 0), since the share is then undefined.
+    """
+    tokens = _check(network, tokens)
+    length = _length_of(tokens)
+    first, second = _copy_losses(network, tokens, length)
+    gain = float(first - second)
+    if not gain > 0:
+        raise ValueError(
+            f"the network does not copy on these sequences (loss_first {float(first):.3f} <= "
+            f"loss_second {float(second):.3f}), so no head carries a share of copying; "
+            "copy_ablation needs a network with an induction circuit.")
+    return (_ablated_copy_losses(network, tokens, length) - second) / gain
+
+
 def default_probe_length(network: AttentionOnlyTransformer) -> int:
     """Segment length used when none is given: ``min(n_ctx // 2, 64)``."""
     return max(2, min(network.config.n_ctx // 2, 64))
@@ -211,11 +286,15 @@ def score_table(
         {"length": L, "num_sequences": B, "vocab_low": …, "vocab_high": …,
          "loss_first": float, "loss_second": float,
          "induction": [[float]*n_heads]*n_layers, "previous_token": [[…]]…,
-         "heads": [{"head": "l:h", "induction": float, "previous_token": float}, …],
+         "copy_ablation": [[float]*n_heads]*n_layers or None,
+         "heads": [{"head": "l:h", "induction": float, "previous_token": float,
+                    "copy_ablation": float or None}, …],
          "best_induction": {"head": "l:h", "score": float},        # over layers >= 1
          "best_previous_token": {"head": "l:h", "score": float}}   # over layer 0
 
-    (for a one-layer network ``best_induction`` is taken over layer 0).
+    (for a one-layer network ``best_induction`` is taken over layer 0). ``copy_ablation`` is
+    :func:`copy_ablation` on the same sequences, None when the network does not copy
+    (``loss_first <= loss_second``).
     """
     c = network.config
     length = default_probe_length(network) if length is None else int(length)
@@ -227,9 +306,14 @@ def score_table(
     induction, previous = _scores(network, tokens, length)
     first, second = _copy_losses(network, tokens, length)
     induction, previous = np.asarray(induction), np.asarray(previous)
+    ablation = None
+    if float(first) > float(second):
+        ablation = np.asarray((_ablated_copy_losses(network, tokens, length) - second)
+                              / (first - second))
     heads = [
         {"head": f"{l}:{h}", "induction": float(induction[l, h]),
-         "previous_token": float(previous[l, h])}
+         "previous_token": float(previous[l, h]),
+         "copy_ablation": None if ablation is None else float(ablation[l, h])}
         for l in range(c.n_layers)
         for h in range(c.n_heads)
     ]
@@ -245,6 +329,7 @@ def score_table(
         "loss_second": float(second),
         "induction": induction.tolist(),
         "previous_token": previous.tolist(),
+        "copy_ablation": None if ablation is None else ablation.tolist(),
         "heads": heads,
         "best_induction": {
             "head": f"{int(l_i) + first_ind}:{int(h_i)}",

@@ -63,6 +63,8 @@ def _matrix_csv(path: Path, matrix: xr.DataArray, row_dim: str) -> Path:
 def _roles(result) -> dict[str, str]:
     scores = result.head_scores
     roles = {h: "induction" for h in result.acceptance.get("induction_heads", [])}
+    for h in result.acceptance.get("prefix_matching_heads", []):
+        roles.setdefault(h, "prefix matching only")
     for head in scores["heads"]:
         if head["head"].startswith("0:") and head["previous_token"] >= 0.3:
             roles.setdefault(head["head"], "previous-token")
@@ -124,10 +126,10 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
     llc_rows = [[c, *(float(llc_table[k].sel(component=c)) for k in columns)]
                 for c in components]
     _write_csv(tables / "llc.csv", ["component", *columns], llc_rows)
-    head_rows = [[h["head"], h["induction"], h["previous_token"], roles.get(h["head"], "")]
-                 for h in result.head_scores["heads"]]
-    _write_csv(tables / "head_scores.csv", ["head", "induction", "previous_token", "role"],
-               head_rows)
+    head_rows = [[h["head"], h["induction"], h["previous_token"], h.get("copy_ablation"),
+                  roles.get(h["head"], "")] for h in result.head_scores["heads"]]
+    _write_csv(tables / "head_scores.csv",
+               ["head", "induction", "previous_token", "copy_ablation", "role"], head_rows)
     top = []
     for c in components:
         top += top_tokens(tokens_matrix, result.probes, decode, c, k=3)
@@ -197,7 +199,8 @@ def _summary(result) -> dict[str, Any]:
         },
         "acceptance": result.acceptance,
         "head_scores": {h["head"]: {"induction": h["induction"],
-                                    "previous_token": h["previous_token"]}
+                                    "previous_token": h["previous_token"],
+                                    "copy_ablation": h.get("copy_ablation")}
                         for h in result.head_scores["heads"]},
         "tokens": int(result.susceptibility.sizes["token"]),
         "probes": {k: list(np.shape(v)) for k, v in result.probes.items()},
@@ -224,16 +227,23 @@ def _report(result, summary, images, roles, top) -> list[Section]:
                        "and Cohen's d of induction-labelled tokens",
                        ["PC", "explained variance", "heads gap", "separated induction heads",
                         "induction tokens d"], separation_rows)
-    verdict = (f"Induction heads (layer-1 induction score ≥ 0.3): "
-               f"{', '.join(acc.get('induction_heads', [])) or 'none'}. "
+    crit = acc.get("criteria", {})
+    attend_only = [h for h in acc.get("prefix_matching_heads", [])
+                   if h not in acc.get("induction_heads", [])]
+    verdict = (f"Induction heads (layer ≥ 1, induction score ≥ {crit.get('induction_score')} "
+               f"and mean ablation undoing ≥ {crit.get('copy_share', 0):.0%} of the copying "
+               f"gain): {', '.join(acc.get('induction_heads', [])) or 'none'}. "
+               + (f"Attending like an induction head without carrying the copying: "
+                  f"{', '.join(attend_only)}. " if attend_only else "") +
                f"Separated from the other layer-1 heads along one of PC1–PC3: "
                f"{'yes' if acc.get('heads_separated') else 'no'}. Induction tokens score "
                f"distinctly (|d| ≥ 0.5 on one of PC1–PC3): "
                f"{'yes' if acc.get('induction_tokens_distinct') else 'no'}.")
-    heads = Table("Mechanistic head scores on repeated random tokens",
-                  ["head", "induction", "previous token", "role"],
-                  [[h["head"], h["induction"], h["previous_token"], roles.get(h["head"], "")]
-                   for h in result.head_scores["heads"]])
+    heads = Table("Mechanistic head scores on repeated random tokens (copy ablation: share of "
+                  "the second-copy loss gain undone by mean-ablating the head)",
+                  ["head", "induction", "previous token", "copy ablation", "role"],
+                  [[h["head"], h["induction"], h["previous_token"], h.get("copy_ablation"),
+                    roles.get(h["head"], "")] for h in result.head_scores["heads"]])
     llc_rows = [[k, v["mean"], v["std"], v["ess"], v["rhat"], v["phi_ess"], v["phi_rhat"],
                  v["split_half_r"]] for k, v in summary["llc"].items()]
     chains = Table("Refined LLC with the ESS and R̂ of its trace; ESS and R̂ of φ_C (what the "
