@@ -281,14 +281,16 @@ def numpyro_posterior(work: Workload, settings: Settings, components=None):
     return slt.localize(slt.temper(model, settings.nbeta), center, settings.gamma)
 
 
-def numpyro_mcmc(work: Workload, settings: Settings, draws: int, chains: int = 1):
+def numpyro_mcmc(work: Workload, settings: Settings, draws: int, chains: int = 1, *,
+                 keep_draws: bool = False, chain_method: str = "sequential"):
     from numpyro.infer import MCMC
 
     import numpyro_slt as slt
 
-    kernel = slt.SGLD(numpyro_posterior(work, settings), settings.step_size, keep_draws=False)
+    kernel = slt.SGLD(numpyro_posterior(work, settings), settings.step_size,
+                      keep_draws=keep_draws)
     return MCMC(kernel, num_warmup=0, num_samples=draws, num_chains=chains,
-                chain_method="sequential", progress_bar=False)
+                chain_method=chain_method, progress_bar=False)
 
 
 def numpyro_step_runner(work: Workload, settings: Settings) -> tuple[Callable[[], Any], float]:

@@ -59,6 +59,7 @@ def sample_checkpointed(
     on_segment: Callable[[int], None] | None = None,
     observe: Callable[[dict[str, Any]], xr.Dataset] | None = None,
     keep_draws: bool = True,
+    jit_model_args: bool = False,
     **model_kwargs: Any,
 ) -> MCMC:
     """Run ``MCMC(kernel, ...)`` writing draws to ``directory`` every ``checkpoint_every`` draws.
@@ -81,6 +82,10 @@ def sample_checkpointed(
     :param keep_draws: False writes no parameter draws, only the statistics and the observables,
         so disk and memory grow with draws × observables, not draws × parameters;
         ``get_samples()`` of the result is then empty.
+    :param jit_model_args: NumPyro's option: pass the model arguments to the compiled sampling
+        loop instead of embedding them in it as constants. With large data (a study's cached
+        activations are tens of MB) this cuts the compile time several-fold; every model
+        argument must then be an array or a pytree of arrays.
     :return: an ``MCMC`` whose ``get_samples``, ``get_extra_fields`` and ``az.from_numpyro`` cover
         every draw of the run, as if it had run in one piece.
     """
@@ -112,7 +117,7 @@ def sample_checkpointed(
     def new_mcmc(draws: int, warmup: int = 0) -> MCMC:
         return MCMC(kernel, num_warmup=warmup, num_samples=draws * thinning,
                     num_chains=num_chains, chain_method=chain_method, thinning=thinning,
-                    progress_bar=progress_bar)
+                    progress_bar=progress_bar, jit_model_args=jit_model_args)
 
     state, done = _start(directory, settings, resume)
     if state is None:

@@ -277,18 +277,26 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     no parameter draws kept); return its ArviZ data: the observables in the posterior group, the
     SGLD statistics in sample_stats."""
     from .checkpoint import load_observed, sample_checkpointed
-    from .handlers import localize, temper
+    from .handlers import localize, rename, temper
     from .kernels import SGLD
     from .nn.observables import evaluate_observables
-    from .nn.posterior import frozen_cache, language_model, parameter_sites
+    from .nn.posterior import HeadCache, frozen_cache, language_model, parameter_sites
 
     model = language_model(network, [component], batch_size=config.batch_size)
     center = parameter_sites(network, [component])
+    upstream = frozen_cache(network, data["sampling"], [component]) if config.fast_path else None
+    # With a head cache, every head of a layer is the same program on other data; with the
+    # same site names too, JAX's persistent compilation cache compiles it once per layer.
+    names = ({name: "head." + name.split(".", 1)[1] for name in center}
+             if isinstance(upstream, HeadCache) else {name: name for name in center})
+    original = {new: old for old, new in names.items()}
+    model = rename(model, names)
+    center = {names[name]: value for name, value in center.items()}
     posterior = localize(temper(model, config.nbeta), center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
-    upstream = frozen_cache(network, data["sampling"], [component]) if config.fast_path else None
 
     def observe(draws: dict[str, Any]) -> xr.Dataset:
+        draws = {original[name]: value for name, value in draws.items()}
         return evaluate_observables(network, draws, data["probes"], data["eval"], [component],
                                     fast_path=config.fast_path)
 
@@ -297,7 +305,8 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
         num_warmup=config.num_warmup, num_samples=config.num_draws * config.thinning,
         num_chains=config.num_chains, chain_method=config.chain_method,
         thinning=config.thinning, checkpoint_every=config.checkpoint_every, resume=resume,
-        progress_bar=False, on_segment=on_segment, observe=observe, keep_draws=False)
+        progress_bar=False, on_segment=on_segment, observe=observe, keep_draws=False,
+        jit_model_args=True)
     stats = sample_stats(mcmc)
     stats = stats.assign_coords(chain=np.arange(stats.sizes["chain"]),
                                 draw=np.arange(stats.sizes["draw"]))

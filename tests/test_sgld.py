@@ -387,3 +387,16 @@ def test_jit_model_args_gives_the_same_run(small_data):
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(slt.llc(runs[1]).llc_per_chain, slt.llc(runs[0]).llc_per_chain,
                                rtol=1e-4)
+
+
+def test_python_scalars_in_model_arguments_stay_static(small_data):
+    """The init and L_n(w*) programs take the data as arguments (not baked-in constants); a
+    Python int passed to the model (here the minibatch size, which must be static) still is
+    one, and the run equals the one with the int bound in advance."""
+    x, y = small_data
+    n = x.shape[0]
+    center = {"w": least_squares(x, y)}
+    free = slt.localize(slt.temper(linear_model, n / np.log(n)), center, 10.0)
+    by_kwarg = _run(slt.SGLD(free, 1e-4), x, y, num_samples=30, batch_size=128)
+    bound = _run(slt.SGLD(_posterior(x, y, batch_size=128), 1e-4), x, y, num_samples=30)
+    np.testing.assert_array_equal(by_kwarg.get_samples()["w"], bound.get_samples()["w"])

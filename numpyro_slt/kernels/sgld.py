@@ -28,6 +28,7 @@ from functools import partial
 from itertools import product
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -279,9 +280,14 @@ class SGLD(MCMCKernel):
 
     def _reference_loss(self, info, reference, model_args, model_kwargs) -> float:
         """L_n(w*) on the full data (chunked by the plates' minibatch sizes) or on k batches."""
-        loss_fn = jax.jit(
-            lambda z, idx: _model.energy_and_loss(info, model_args, model_kwargs, z, idx)[1]
+        # the data are arguments, not constants baked into the program (see ``init``)
+        loss_of = eqx.filter_jit(
+            lambda z, idx, args, kwargs: _model.energy_and_loss(info, args, kwargs, z, idx)[1]
         )
+
+        def loss_fn(z, idx):
+            return loss_of(z, idx, model_args, model_kwargs)
+
         plates = info.subsampled_plates
         if self.init_loss_batches is not None:
             keys = jax.random.split(jax.random.PRNGKey(0), self.init_loss_batches)
@@ -320,8 +326,13 @@ class SGLD(MCMCKernel):
         self._num_warmup = int(num_warmup)
         reference, _ = self._reference
         if self._init_fns is None:
-            init_one = partial(self._init_one, model_args=model_args, model_kwargs=model_kwargs)
-            self._init_fns = (jax.jit(init_one), jax.jit(jax.vmap(init_one)))
+            # Arrays in the model arguments are passed to the compiled init, not closed over: a
+            # closed-over array is embedded in the program as a constant, which for a study's
+            # cached activations (tens of MB) dominates the compile time.
+            self._init_fns = (
+                eqx.filter_jit(self._init_one),
+                eqx.filter_jit(eqx.filter_vmap(self._init_one, in_axes=(0, 0, None, None))),
+            )
         if init_params is not None:
             unknown = set(init_params) ^ set(info.latent_sites)
             if unknown:
@@ -332,7 +343,7 @@ class SGLD(MCMCKernel):
         single = is_prng_key(rng_key)
         if single:
             z0 = reference if init_params is None else dict(init_params)
-            state = self._init_fns[0](rng_key, z0)
+            state = self._init_fns[0](rng_key, z0, model_args, model_kwargs)
             self._sample_fn = self._sample_one
         else:
             num_chains = rng_key.shape[0]
@@ -340,7 +351,7 @@ class SGLD(MCMCKernel):
                 z0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), reference)
             else:
                 z0 = dict(init_params)
-            state = self._init_fns[1](rng_key, z0)
+            state = self._init_fns[1](rng_key, z0, model_args, model_kwargs)
             self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
         return state
 

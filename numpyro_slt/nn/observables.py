@@ -31,9 +31,8 @@ from jaxtyping import Array, Int
 
 from .posterior import (
     _canonical,
-    first_layer,
     frozen_cache,
-    logits_from_cache,
+    logits_at,
     network_at,
     parameter_sites,
 )
@@ -88,15 +87,14 @@ def _batched_losses(network: AttentionOnlyTransformer, values, tokens, upstream,
     only the part of the network downstream of the components runs per draw. The network is an
     argument, not a closure, so the compiled function is reused by every call with the same
     shapes and components (e.g. each segment of a checkpointed run)."""
-    layer = first_layer(network, components)
     token_chunks = tokens.reshape(-1, chunk, tokens.shape[1])
     cache_chunks = jax.tree.map(lambda u: u.reshape(-1, chunk, *u.shape[1:]), upstream)
 
     def one_draw(vals, chunk_tokens, chunk_cache):
-        net = network_at(network, vals, components)
         if chunk_cache is None:
-            return jax.vmap(net.token_losses)(chunk_tokens)
-        logits = jax.vmap(lambda cached: logits_from_cache(net, cached, layer))(chunk_cache)
+            return jax.vmap(network_at(network, vals, components).token_losses)(chunk_tokens)
+        logits = jax.vmap(lambda cached: logits_at(network, vals, components, cached=cached))(
+            chunk_cache)
         return jax.vmap(_next_token_nll)(logits, chunk_tokens[:, 1:])
 
     def one_batch(batch_values):

@@ -33,10 +33,10 @@ from jaxtyping import Array, Float, Int
 
 from .components import get_component, named_parameters, parse_component, replace_parameters
 from .components import set_component as _set_component
-from .transformer import AttentionOnlyTransformer
+from .transformer import AttentionOnlyTransformer, attention_head
 
 __all__ = ["language_model", "parameter_sites", "network_at", "first_layer", "upstream_residual",
-           "HeadCache", "head_cache", "frozen_cache", "logits_from_cache"]
+           "HeadCache", "head_cache", "frozen_cache", "logits_from_cache", "logits_at"]
 
 
 def parameter_sites(
@@ -136,13 +136,16 @@ def head_cache(
         raise ValueError(f"head_cache needs one head 'L:H', got {component!r}")
     tokens = _check_tokens(tokens, network)
     chunks, size = _chunked_inputs(tokens, chunk)
-    normed, rest = _head_cache(network, chunks, spec.layer, spec.head)
+    normed, rest = _head_cache(network, chunks, spec.layer, jnp.int32(spec.head))
     return HeadCache(normed.reshape(-1, *normed.shape[2:])[:size],
                      rest.reshape(-1, *rest.shape[2:])[:size], spec.layer, spec.head)
 
 
 @eqx.filter_jit
-def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: int):
+def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: Array):
+    """(a, rest) of every sequence; ``head`` is traced, so all heads of a layer share one
+    program."""
+
     def one(seq):
         resid = _residual_before(network, seq, layer)
         normed = network.normed_input(layer, resid)
@@ -186,6 +189,33 @@ def logits_from_cache(
         resid = cached.rest + network.head_output(cached.layer, cached.head, cached.normed)
         return network.unembed(network.residual_from(cached.layer + 1, resid))
     return network.unembed(network.residual_from(layer, cached))
+
+
+def logits_at(
+    network: AttentionOnlyTransformer,
+    values: Mapping[str, Array],
+    components: tuple[str, ...] | None,
+    inputs: Int[Array, " positions"] | None = None,
+    cached: HeadCache | Float[Array, "positions d_model"] | None = None,
+) -> Float[Array, "positions vocab"]:
+    """Logits of one sequence with the sampled site ``values`` (:func:`parameter_sites` names)
+    put in for ``components``: from the model ``inputs`` when ``cached`` is None, else from the
+    sequence's row of :func:`frozen_cache`.
+
+    With a :class:`HeadCache` the sampled head's weights are used as they are,
+    x^{L+1} = rest + attention_head(a; c), so the computation does not depend on which head of
+    layer L is sampled: every head of a layer lowers to the same XLA program, which JAX's
+    persistent compilation cache then compiles once per layer.
+    """
+    if isinstance(cached, HeadCache):
+        prefix = f"{cached.component}."
+        weights = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        resid = cached.rest + attention_head(cached.normed, **weights)
+        return network.unembed(network.residual_from(cached.layer + 1, resid))
+    current = network_at(network, values, components)
+    if cached is None:
+        return current(inputs)
+    return logits_from_cache(current, cached, first_layer(network, components))
 
 
 def _chunked_inputs(tokens, chunk: int):
@@ -253,15 +283,15 @@ def language_model(
                                  .to_event(len(shape)))
             for name, shape in shapes.items()
         }
-        current = network_at(network, values, components)
         sequences = numpyro.plate("sequences", tokens.shape[0], subsample_size=batch_size, dim=-2)
         with sequences as idx:
             rows = idx.reshape(-1)
             batch = tokens[rows]
             if upstream is None:
-                logits = jax.vmap(current)(batch[:, :-1])
+                logits = jax.vmap(network_at(network, values, components))(batch[:, :-1])
             else:
-                logits = jax.vmap(lambda cached: logits_from_cache(current, cached, layer))(
+                logits = jax.vmap(lambda cached: logits_at(network, values, components,
+                                                           cached=cached))(
                     jax.tree.map(lambda u: u[rows], upstream))
             numpyro.sample("next_token", dist.Categorical(logits=logits), obs=batch[:, 1:])
 

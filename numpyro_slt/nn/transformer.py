@@ -32,7 +32,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .config import TransformerConfig
 
-__all__ = ["ActivationCache", "AttentionOnlyTransformer", "cross_entropy_from_logits"]
+__all__ = ["ActivationCache", "AttentionOnlyTransformer", "attention_head",
+           "cross_entropy_from_logits"]
 
 
 class ActivationCache(eqx.Module):
@@ -82,6 +83,30 @@ def _layer_norm(x: Float[Array, "seq d"], w: Float[Array, " d"], b: Float[Array,
     xc = x - mean
     var = jnp.mean(xc * xc, axis=-1, keepdims=True)
     return xc * jax.lax.rsqrt(var + eps) * w + b
+
+
+def attention_head(
+    normed: Float[Array, "seq d_model"],
+    *,
+    W_Q: Float[Array, "d_model d_head"],
+    W_K: Float[Array, "d_model d_head"],
+    W_V: Float[Array, "d_model d_head"],
+    W_O: Float[Array, "d_head d_model"],
+    b_Q: Float[Array, " d_head"],
+    b_K: Float[Array, " d_head"],
+    b_V: Float[Array, " d_head"],
+) -> Float[Array, "seq d_model"]:
+    """One causal attention head's write to the residual stream from its input a = LN_l(x^l):
+    q = a W_Q + b_Q, k = a W_K + b_K, v = a W_V + b_V, out = softmax(causal(q kᵀ/√d_head)) v W_O.
+    The weights are arguments (the fields of a head component, :mod:`.components`), so the same
+    code serves the trained network and a sampled head."""
+    q = normed @ W_Q + b_Q
+    k = normed @ W_K + b_K
+    v = normed @ W_V + b_V
+    scores = (q @ k.T) * (1.0 / math.sqrt(W_Q.shape[-1]))
+    seq = normed.shape[0]
+    scores = jnp.where(jnp.tril(jnp.ones((seq, seq), dtype=bool)), scores, -jnp.inf)
+    return jax.nn.softmax(scores, axis=-1) @ v @ W_O
 
 
 class AttentionOnlyTransformer(eqx.Module):
@@ -228,20 +253,17 @@ class AttentionOnlyTransformer(eqx.Module):
         return resid + attn_out
 
     def head_output(
-        self, layer: int, head: int, normed: Float[Array, "seq d_model"]
+        self, layer: int, head: int | Int[Array, ""], normed: Float[Array, "seq d_model"]
     ) -> Float[Array, "seq d_model"]:
         """What head ``layer:head`` alone writes to the residual stream,
         out_{l,h} = softmax(causal(q kᵀ/√d_head)) v W_O[l,h], from the layer's normalised input
         a = LN_l(x^l) (x^l itself without layer norm). Used by the restricted fast path, which
-        caches a and the rest of the layer's output when only this head is sampled."""
-        c = self.config
-        q = normed @ self.W_Q[layer, head] + self.b_Q[layer, head]
-        k = normed @ self.W_K[layer, head] + self.b_K[layer, head]
-        v = normed @ self.W_V[layer, head] + self.b_V[layer, head]
-        scores = (q @ k.T) * (1.0 / math.sqrt(c.d_head))
-        seq = normed.shape[0]
-        scores = jnp.where(jnp.tril(jnp.ones((seq, seq), dtype=bool)), scores, -jnp.inf)
-        return jax.nn.softmax(scores, axis=-1) @ v @ self.W_O[layer, head]
+        caches a and the rest of the layer's output when only this head is sampled. ``head`` may
+        be a traced integer (one compiled program for every head of a layer)."""
+        return attention_head(
+            normed, W_Q=self.W_Q[layer, head], W_K=self.W_K[layer, head],
+            W_V=self.W_V[layer, head], W_O=self.W_O[layer, head], b_Q=self.b_Q[layer, head],
+            b_K=self.b_K[layer, head], b_V=self.b_V[layer, head])
 
     def normed_input(self, layer: int, resid: Float[Array, "seq d_model"]
                      ) -> Float[Array, "seq d_model"]:
