@@ -27,8 +27,14 @@ B = 16 with 100 steps, 100 draws of one chain and one chain of 100 draws are the
 measured once and reported in each of the three sweeps (likewise C = 1 for both chain methods).
 
 What is measured, per point, in a fresh Python process (``--point``, which prints one JSON line),
-so that each point's memory is its own (JAX on CPU, ``XLA_PYTHON_CLIENT_PREALLOCATE=false``,
-PyTorch with ``--torch-threads`` intra-op threads):
+so that each point's memory is its own (JAX on CPU, ``XLA_PYTHON_CLIENT_PREALLOCATE=false``).
+
+Threads: PyTorch runs with ``--torch-threads`` intra-op threads and XLA with ``--xla-threads``
+(both 1 by default; 0 keeps the library's default). Left to itself, XLA runs this model's step on
+both cores of a 2-core machine when the second one is free (B = 16: 8.5 ms/step of wall time for
+15 ms of CPU time) and on one when another job holds it (15–16 ms/step, the same as with one
+thread), so on a shared machine its step time jumps by 2× from run to run, and a comparison with
+PyTorch on one thread would compare two cores with one.
 
 - ``first_s``: numpyro-slt's first ``MCMC.run`` (tracing, compilation, L_n(w*) on the full
   data, the draws). devinterp has no compilation; it runs a 5-step warm-up chain instead.
@@ -110,8 +116,9 @@ class Sweeps:
 
     @classmethod
     def quick(cls) -> Sweeps:
-        return cls(batches=(4, 16), draws=(100, 200), chains=(1, 2), chain_methods=("vectorized",),
-                   widths=(32, 64), width_steps=20, repeats=1, baseline_runs=1)
+        # no chains sweep: its points cost 45 s, and --quick has to stay under 4 minutes
+        return cls(batches=(4, 16), draws=(100, 200), chains=(), widths=(32, 64),
+                   width_steps=20, repeats=1, baseline_runs=1)
 
 
 # -- one point, in its own process ------------------------------------------------------------
@@ -288,8 +295,11 @@ def plan(sweeps: Sweeps, names: list[str]) -> list[dict[str, Any]]:
     return [{**p, "repeats": repeats[same_run(p)]} for p in points]
 
 
-def run_child(point: dict[str, Any], torch_threads: int) -> dict[str, Any]:
+def run_child(point: dict[str, Any], torch_threads: int, xla_threads: int) -> dict[str, Any]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if xla_threads == 1:  # XLA's own CPU thread pool off: one thread, as torch's
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     command = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(point),
                "--torch-threads", str(torch_threads)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -427,7 +437,7 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot(points: list[dict[str, Any]], path: Path) -> None:
+def plot(points: list[dict[str, Any]], path: Path, note: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -445,6 +455,10 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
                f"chains ({chain_draws} draws each)", "wall s"),
               ("width", (OURS, THEIRS), "ms_per_step", "parameters P (d_model)", "ms / step")]
     for ax, (sweep, names, key, xlabel, ylabel) in zip(axes.flat, panels, strict=True):
+        if not any(p["sweep"] == sweep for p in points):
+            ax.text(0.5, 0.5, f"{sweep}: not run", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         ticks: dict[float, str] = {}
         for name in names:
             x, y = series(points, sweep, name, key)
@@ -462,7 +476,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="best" if sweep == "draws" else "upper left")
         if sweep == "draws":
             twin = ax.twinx()
             for name in names:
@@ -471,7 +485,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
                     twin.plot(x, mem, "s--", color=colors[name], alpha=0.6)
             twin.set_ylabel("peak memory − baseline, MiB (dashed)")
             twin.set_ylim(bottom=0)
-    fig.suptitle("Whole-model SGLD, numpyro-slt vs devinterp (nβ 30, γ 300, ε 1e-4)")
+    fig.suptitle(f"Whole-model SGLD, numpyro-slt vs devinterp (nβ 30, γ 300, ε 1e-4){note}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -489,6 +503,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=SWEEPS)
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch intra-op threads (default 1; 0 keeps torch's default)")
+    parser.add_argument("--xla-threads", type=int, default=1, choices=(0, 1),
+                        help="1 (default): XLA on one CPU thread; 0: XLA's default (all cores)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file for the results")
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG file of the plot")
     parser.add_argument("--point", help=argparse.SUPPRESS)  # internal: one point, JSON
@@ -500,7 +516,9 @@ def main(argv: list[str] | None = None) -> None:
     sweeps = Sweeps.quick() if args.quick else Sweeps()
     dc.set_torch_threads(args.torch_threads)
     env = dc.environment()
-    print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}; "
+    env["xla_threads"] = args.xla_threads
+    print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}, XLA threads "
+          f"{args.xla_threads or 'default'}; "
           + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), flush=True)
     load: dict[str, Any] = {"before": os.getloadavg()}
     start = time.perf_counter()
@@ -510,7 +528,8 @@ def main(argv: list[str] | None = None) -> None:
     points: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     # a baseline process's peak varies by about ±15 MiB from run to run: median of 3
-    baselines = {framework: [run_child(spec("baseline", name, 0), args.torch_threads)
+    threads = (args.torch_threads, args.xla_threads)
+    baselines = {framework: [run_child(spec("baseline", name, 0), *threads)
                              ["peak_process_mb"] for _ in range(sweeps.baseline_runs)]
                  for framework, name in (("jax", "baseline"), ("torch", "baseline torch"))}
     baseline = {framework: float(np.median(v)) for framework, v in baselines.items()}
@@ -522,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         shared = same_run(point) in runs
         if not shared:
-            runs[same_run(point)] = run_child(point, args.torch_threads)
+            runs[same_run(point)] = run_child(point, *threads)
         result = {**point, **runs[same_run(point)], "shared": shared,
                   "load_1min": os.getloadavg()[0]}
         seconds[point["sweep"]] = seconds.get(point["sweep"], 0.0) + time.perf_counter() - t0
@@ -552,7 +571,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "points": points, "fits": fitted,
                                     "table": table}, indent=2, default=float) + "\n")
-    plot(points, args.plot)
+    plot(points, args.plot, f"; torch threads {args.torch_threads or 'default'}, XLA threads "
+         f"{args.xla_threads or 'default'}")
     print(f"wrote {args.out} and {args.plot}")
 
 

@@ -1,4 +1,5 @@
-"""Reuse NumPyro's compiled sampling loop across ``MCMC.run`` calls.
+"""Compile less: reuse NumPyro's compiled sampling loop across ``MCMC.run`` calls, and keep
+compiled programs in JAX's persistent compilation cache.
 
 NumPyro 0.22's ``fori_collect`` wraps its loop body in a fresh ``jax.jit`` at every call and hands
 it to the jitted loop as a static argument, so every ``MCMC.run(progress_bar=False)`` traces and
@@ -6,17 +7,28 @@ compiles the whole loop again, 1–10 s on the models here (pyro-ppl/numpyro#217
 after 0.22.0). A run written in segments (:func:`~numpyro_slt.checkpoint.sample_checkpointed`)
 would pay that at every segment. Inside :func:`reuse_loop_compilation`, ``numpyro.util.maybe_jit``
 is memoised, so the same body gives the same jitted objects, and JAX's cache is hit.
+
+:func:`use_compilation_cache` turns on JAX's persistent compilation cache, which keys compiled
+programs on their content. A study's heads of one layer lower to the same programs (the head is
+data, see :func:`numpyro_slt.nn.posterior.head_offset_model`), so with the cache each layer's
+sampling loop, kernel init and observables compile once, not once per head; a rerun compiles
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import jax
 import numpyro.util
 
-__all__ = ["reuse_loop_compilation"]
+__all__ = ["reuse_loop_compilation", "use_compilation_cache"]
+
+CACHE_ENV = "NUMPYRO_SLT_COMPILATION_CACHE"
 
 
 @contextlib.contextmanager
@@ -38,3 +50,33 @@ def reuse_loop_compilation(cache: dict[tuple, Callable] | None = None) -> Iterat
         yield
     finally:
         numpyro.util.maybe_jit = original
+
+
+def use_compilation_cache(directory: str | os.PathLike | None = None,
+                          min_compile_seconds: float = 0.1) -> Path | None:
+    """Turn on JAX's persistent compilation cache (call it before anything is compiled: JAX
+    decides whether to use the cache at the first compilation of the process).
+
+    :param directory: where compiled programs are kept; default ``$NUMPYRO_SLT_COMPILATION_CACHE``
+        or else ``~/.cache/numpyro-slt/jax`` (``$XDG_CACHE_HOME`` respected). The environment
+        variable set to ``off`` disables the cache.
+    :param min_compile_seconds: programs that compile faster than this are not kept.
+    :return: the cache folder in use, or None when disabled. A folder the user already gave JAX
+        (``jax_compilation_cache_dir``) is kept and returned.
+    """
+    if not min_compile_seconds >= 0:
+        raise ValueError(f"min_compile_seconds must be >= 0, got {min_compile_seconds!r}")
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        return Path(configured)
+    if directory is None:
+        choice = os.environ.get(CACHE_ENV)
+        if choice is not None and choice.strip().lower() in ("off", "0", "false", "no", ""):
+            return None
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        directory = choice or base / "numpyro-slt" / "jax"
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    return path

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _study(args) -> int:
+    from ._compile_cache import use_compilation_cache
     from .nn.default import load_default, load_model
     from .report.study_report import write_study
     from .study import StudyConfig, run_study
@@ -97,6 +98,8 @@ def _study(args) -> int:
         config = StudyConfig.quick(**overrides)
     else:
         config = StudyConfig.from_dict(overrides)
+    # before anything compiles: the heads of a layer share their compiled programs through it
+    use_compilation_cache()
     loaded = load_default() if args.model is None else load_model(args.model)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

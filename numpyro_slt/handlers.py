@@ -27,7 +27,7 @@ import numpyro.distributions as dist
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
-__all__ = ["temper", "localize", "restrict", "rename", "is_likelihood_site", "is_latent_site"]
+__all__ = ["temper", "localize", "restrict", "is_likelihood_site", "is_latent_site"]
 
 
 def is_likelihood_site(msg: Mapping[str, Any]) -> bool:
@@ -289,48 +289,6 @@ class restrict(Messenger):
         msg["type"] = "deterministic"
         msg["value"] = value
         _with_infer(msg, slt_frozen=True)
-
-
-class rename(Messenger):
-    """Give sample sites new names: the site ``old`` is seen as ``names[old]`` by every handler
-    applied outside this one (``localize``, ``temper``, the kernel) and in the draws.
-
-    The density is unchanged. Its use here: JAX keys compiled programs on the names of their
-    outputs, so two heads of one layer, whose restricted posteriors are the same program on other
-    data, share one compilation only when their sites have the same names (the study renames
-    ``"1:6.W_Q"`` to ``"head.W_Q"``).
-
-    :param model: a NumPyro model.
-    :param names: old name → new name; the new names must be distinct, and every old name must be
-        a site of the model (checked when the model runs).
-    """
-
-    def __init__(self, fn: Callable | None = None, names: Mapping[str, str] | None = None):
-        self.names = dict(names or {})
-        if not self.names:
-            raise ValueError("names must map at least one site name to a new name")
-        if len(set(self.names.values())) != len(self.names):
-            raise ValueError(f"the new names {sorted(self.names.values())} are not distinct")
-        self._seen: set[str] = set()
-        super().__init__(fn)
-
-    def __enter__(self):
-        self._seen = set()
-        return super().__enter__()
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        result = super().__exit__(exc_type, exc_value, traceback)
-        if exc_type is None:
-            unknown = sorted(set(self.names) - self._seen)
-            if unknown:
-                raise ValueError(f"sites {unknown} are not sites of the model, so they cannot "
-                                 "be renamed")
-        return result
-
-    def process_message(self, msg: dict) -> None:
-        if msg["type"] == "sample" and msg["name"] in self.names:
-            self._seen.add(msg["name"])
-            msg["name"] = self.names[msg["name"]]
 
 
 def _positive_float(value: Any, name: str, hint: str) -> float:

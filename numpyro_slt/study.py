@@ -277,31 +277,47 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     no parameter draws kept); return its ArviZ data: the observables in the posterior group, the
     SGLD statistics in sample_stats."""
     from .checkpoint import load_observed, sample_checkpointed
-    from .handlers import localize, rename, temper
+    from .handlers import localize, temper
     from .kernels import SGLD
+    from .nn.components import get_component
     from .nn.observables import evaluate_observables
-    from .nn.posterior import HeadCache, frozen_cache, language_model, parameter_sites
+    from .nn.posterior import (
+        HeadCache,
+        frozen_cache,
+        head_offset_center,
+        head_offset_model,
+        head_weights_from_offsets,
+        language_model,
+        parameter_sites,
+    )
 
-    model = language_model(network, [component], batch_size=config.batch_size)
-    center = parameter_sites(network, [component])
     upstream = frozen_cache(network, data["sampling"], [component]) if config.fast_path else None
-    # With a head cache, every head of a layer is the same program on other data; with the
-    # same site names too, JAX's persistent compilation cache compiles it once per layer.
-    names = ({name: "head." + name.split(".", 1)[1] for name in center}
-             if isinstance(upstream, HeadCache) else {name: name for name in center})
-    original = {new: old for old, new in names.items()}
-    model = rename(model, names)
-    center = {names[name]: value for name, value in center.items()}
+    if isinstance(upstream, HeadCache):
+        # The head as its offset from w*, with w* as data: every head of a layer is then one
+        # compiled program (shared through JAX's persistent compilation cache).
+        trained = get_component(network, component)
+        model = head_offset_model(network, upstream.layer, batch_size=config.batch_size)
+        center = head_offset_center(network, upstream.layer)
+        model_args: tuple = (data["sampling"], upstream, trained)
+
+        def as_draws(draws: dict[str, Any]) -> dict[str, Any]:
+            return head_weights_from_offsets(trained, draws, component)
+    else:
+        model = language_model(network, [component], batch_size=config.batch_size)
+        center = parameter_sites(network, [component])
+        model_args = (data["sampling"], upstream)
+
+        def as_draws(draws: dict[str, Any]) -> dict[str, Any]:
+            return draws
     posterior = localize(temper(model, config.nbeta), center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
 
     def observe(draws: dict[str, Any]) -> xr.Dataset:
-        draws = {original[name]: value for name, value in draws.items()}
-        return evaluate_observables(network, draws, data["probes"], data["eval"], [component],
-                                    fast_path=config.fast_path)
+        return evaluate_observables(network, as_draws(draws), data["probes"], data["eval"],
+                                    [component], fast_path=config.fast_path)
 
     mcmc = sample_checkpointed(
-        kernel, key, data["sampling"], upstream, directory=directory,
+        kernel, key, *model_args, directory=directory,
         num_warmup=config.num_warmup, num_samples=config.num_draws * config.thinning,
         num_chains=config.num_chains, chain_method=config.chain_method,
         thinning=config.thinning, checkpoint_every=config.checkpoint_every, resume=resume,

@@ -181,20 +181,3 @@ def test_jit_of_tempered_localized_density(linear_data):
     f = jax.jit(lambda w: log_density(model, (x, y), {}, {"w": w})[0])
     assert jnp.isfinite(f(jnp.ones(5)))
 
-
-def test_rename_changes_names_not_the_density(linear_data):
-    x, y = linear_data
-    center = {"w": jnp.linspace(-1, 1, 5)}
-    renamed = slt.localize(slt.temper(slt.rename(linear_model, {"w": "head.w"}), 30.0),
-                           {"head.w": center["w"]}, 100.0)
-    plain = slt.localize(slt.temper(linear_model, 30.0), center, 100.0)
-    w = center["w"] + 0.01 * jnp.arange(5.0)
-    assert "head.w" in _trace(renamed, x, y) and "w" not in _trace(renamed, x, y)
-    np.testing.assert_allclose(log_density(renamed, (x, y), {}, {"head.w": w})[0],
-                               log_density(plain, (x, y), {}, {"w": w})[0], rtol=1e-6)
-    with pytest.raises(ValueError, match="not sites of the model"):
-        _trace(slt.rename(linear_model, {"v": "u"}), x, y)
-    with pytest.raises(ValueError, match="not distinct"):
-        slt.rename(linear_model, {"w": "u", "y": "u"})
-    with pytest.raises(ValueError, match="at least one"):
-        slt.rename(linear_model, {})

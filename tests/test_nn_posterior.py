@@ -203,3 +203,61 @@ def test_fast_path_refuses_what_it_cannot_cache(trained):
         head_cache(network, tokens, "embed")
     assert frozen_cache(network, tokens, None) is None
     assert frozen_cache(network, tokens, ["embed"]) is None
+
+
+@pytest.mark.parametrize("component", ["1:1", "0:1"])
+def test_head_offset_model_is_the_head_posterior_translated(trained, component):
+    """head_offset_model at δ equals language_model at c* + δ (energy, gradient, L_n(w*), LLC),
+    and two heads of one layer lower to the same program (the head is data)."""
+    from numpyro_slt.nn.posterior import (
+        head_cache,
+        head_offset_center,
+        head_offset_model,
+        head_weights_from_offsets,
+    )
+
+    network, tokens, _ = trained
+    layer = int(component[0])
+    center = parameter_sites(network, [component])
+    plain = slt.localize(slt.temper(language_model(network, [component], batch_size=16), 30.0),
+                         center, 100.0)
+    offset = slt.localize(slt.temper(head_offset_model(network, layer, batch_size=16), 30.0),
+                          head_offset_center(network, layer), 100.0)
+    trained_weights = get_component(network, component)
+    args = (tokens, head_cache(network, tokens, component), trained_weights)
+    delta = jax.tree.map(lambda x: 0.02 * jnp.ones_like(x), head_offset_center(network, layer))
+    as_plain = head_weights_from_offsets(trained_weights, delta, component)
+    assert set(as_plain) == set(center)
+    indices = {"sequences": jnp.arange(3, 19)}
+
+    def energy(posterior, model_args):
+        info = _model.inspect_model(posterior, model_args, {})
+        return jax.value_and_grad(lambda z: _model.energy_and_loss(info, model_args, {}, z,
+                                                                   indices)[0])
+
+    e_plain, g_plain = energy(plain, (tokens,))(as_plain)
+    e_offset, g_offset = energy(offset, args)(delta)
+    np.testing.assert_allclose(e_offset, e_plain, rtol=1e-5)
+    for name, grad in g_offset.items():
+        target = g_plain[f"{component}.{name.split('.', 1)[1]}"]
+        np.testing.assert_allclose(grad, target, rtol=1e-4,
+                                   atol=1e-5 * float(np.abs(target).max()))
+
+    def run(posterior, *model_args):
+        mcmc = MCMC(slt.SGLD(posterior, 1e-4), num_warmup=0, num_samples=30, num_chains=2,
+                    progress_bar=False, chain_method="vectorized")
+        mcmc.run(jax.random.PRNGKey(3), *model_args)
+        return slt.llc(mcmc)
+
+    a, b = run(offset, *args), run(plain, tokens)
+    np.testing.assert_allclose(float(a["init_loss"]), float(b["init_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(a["llc_per_chain"].values, b["llc_per_chain"].values, rtol=1e-3)
+
+    def lowered(head):
+        name = f"{layer}:{head}"
+        model_args = (tokens, head_cache(network, tokens, name), get_component(network, name))
+        info = _model.inspect_model(offset, model_args, {})
+        fn = jax.jit(lambda z, data: _model.energy_and_loss(info, data, {}, z, indices)[0])
+        return fn.lower(delta, model_args).as_text(debug_info=False)
+
+    assert lowered(0) == lowered(1)

@@ -400,3 +400,24 @@ def test_python_scalars_in_model_arguments_stay_static(small_data):
     by_kwarg = _run(slt.SGLD(free, 1e-4), x, y, num_samples=30, batch_size=128)
     bound = _run(slt.SGLD(_posterior(x, y, batch_size=128), 1e-4), x, y, num_samples=30)
     np.testing.assert_array_equal(by_kwarg.get_samples()["w"], bound.get_samples()["w"])
+
+
+def test_use_compilation_cache_keeps_programs_on_disk(tmp_path, monkeypatch):
+    """In a fresh process, use_compilation_cache makes JAX write compiled programs to the
+    folder; the environment variable set to 'off' disables it."""
+    script = textwrap.dedent(f"""
+        import jax, jax.numpy as jnp
+        import numpyro_slt as slt
+        path = slt.use_compilation_cache({str(tmp_path / "cache")!r}, min_compile_seconds=0)
+        print(path)
+        jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == str(tmp_path / "cache")
+    assert any((tmp_path / "cache").iterdir())
+    monkeypatch.setenv("NUMPYRO_SLT_COMPILATION_CACHE", "off")
+    if not jax.config.jax_compilation_cache_dir:  # a folder the user set is kept instead
+        assert slt.use_compilation_cache() is None
+    with pytest.raises(ValueError, match="min_compile_seconds"):
+        slt.use_compilation_cache(tmp_path / "other", min_compile_seconds=-1)

@@ -386,11 +386,12 @@ class SGLD(MCMCKernel):
     def sample(self, state: SGLDState, model_args, model_kwargs) -> SGLDState:
         return self._sample_fn(state, model_args, model_kwargs or {})
 
-    def _explosion_threshold(self) -> float:
-        """The excess loss beyond which a step counts as exploded (see ``max_excess_loss``)."""
+    def _explosion_threshold(self, init_loss: jnp.ndarray) -> jnp.ndarray | float:
+        """The excess loss beyond which a step counts as exploded (see ``max_excess_loss``);
+        computed from the state's L_n(w*), so that it is not a constant of the program."""
         if self.max_excess_loss is not None:
             return self.max_excess_loss
-        return 1e3 * (1.0 + abs(self._reference[1]))
+        return 1e3 * (1.0 + jnp.abs(init_loss))
 
     def _value_and_grad(self, info, model_args, model_kwargs):
         def energy(z, indices):
@@ -433,7 +434,7 @@ class SGLD(MCMCKernel):
             0.0,
         ).astype(loss.dtype)
         finite = (jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
-                  & (loss - state.init_loss <= self._explosion_threshold()))
+                  & (loss - state.init_loss <= self._explosion_threshold(state.init_loss)))
         diverged_at = jnp.where((state.diverged_at < 0) & ~finite, i, state.diverged_at)
         return SGLDState(
             i=i,

@@ -36,7 +36,8 @@ from .components import set_component as _set_component
 from .transformer import AttentionOnlyTransformer, attention_head
 
 __all__ = ["language_model", "parameter_sites", "network_at", "first_layer", "upstream_residual",
-           "HeadCache", "head_cache", "frozen_cache", "logits_from_cache", "logits_at"]
+           "HeadCache", "head_cache", "frozen_cache", "logits_from_cache", "logits_at",
+           "head_offset_model", "head_offset_center", "head_weights_from_offsets"]
 
 
 def parameter_sites(
@@ -298,6 +299,92 @@ def language_model(
     model.network = network
     model.components = components
     return model
+
+
+HEAD_SITE_PREFIX = "head."
+
+
+def head_offset_model(
+    network: AttentionOnlyTransformer,
+    layer: int,
+    batch_size: int | None = None,
+    prior_scale: float = 1.0,
+) -> Callable[..., None]:
+    """The weight-restricted model of any one head of layer ``layer``, sampled as the offset
+    δ = c − c* of the head's weights c from its trained weights c*:
+
+        δ ~ prior;   t[s, i+1] ~ Categorical(logits = f(rest + attention_head(a; c* + δ)))
+
+    with a = LN_L(x^L) and rest the layer's output without the head, both from the head's
+    :class:`HeadCache` (the fast path of :func:`language_model`). It is
+    ``model(tokens, upstream, center)`` with ``upstream = head_cache(network, tokens, "L:H")``
+    and ``center = get_component(network, "L:H")`` (c*, keyed by field name); its sites are
+    ``"head.W_Q"``, …, ``"head.b_V"``. Localized at δ* = 0 (:func:`head_offset_center`) it is
+    :func:`language_model` ``(network, ["L:H"])`` localized at c*, translated by −c*: the same
+    losses at corresponding points, so the same LLC and observables.
+
+    Why: the head's identity is data, not code, so all heads of a layer lower to one XLA
+    program, and with JAX's persistent compilation cache a study compiles once per layer
+    instead of once per head.
+    """
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if not 0 <= int(layer) < network.config.n_layers:
+        raise ValueError(f"layer must lie in [0, {network.config.n_layers}), got {layer!r}")
+    layer = int(layer)
+    shapes = {f"{HEAD_SITE_PREFIX}{field}": value.shape
+              for field, value in get_component(network, f"{layer}:0").items()}
+
+    def model(tokens: Int[Array, "sequences context"], upstream: HeadCache,
+              center: Mapping[str, Float[Array, "*shape"]]) -> None:
+        tokens = _check_tokens(tokens, network)
+        if not isinstance(upstream, HeadCache) or upstream.layer != layer:
+            raise ValueError(f"upstream must be the HeadCache of a head of layer {layer} "
+                             "(head_cache(network, tokens, 'L:H')), got "
+                             f"{type(upstream).__name__}.")
+        _check_upstream(upstream, tokens, network, layer, (upstream.component,))
+        fields = {name[len(HEAD_SITE_PREFIX):] for name in shapes}
+        if set(center) != fields:
+            raise ValueError(f"center must hold the head's trained weights {sorted(fields)} "
+                             f"(get_component(network, 'L:H')), got {sorted(center)}.")
+        offsets = {
+            name: numpyro.sample(name, dist.Normal(0.0, prior_scale).expand(shape)
+                                 .to_event(len(shape)))
+            for name, shape in shapes.items()
+        }
+        weights = {field: center[field] + offsets[HEAD_SITE_PREFIX + field] for field in fields}
+        sequences = numpyro.plate("sequences", tokens.shape[0], subsample_size=batch_size, dim=-2)
+        with sequences as idx:
+            rows = idx.reshape(-1)
+            batch = tokens[rows]
+
+            def logits(normed, rest):
+                resid = rest + attention_head(normed, **weights)
+                return network.unembed(network.residual_from(layer + 1, resid))
+
+            values = jax.vmap(logits)(upstream.normed[rows], upstream.rest[rows])
+            numpyro.sample("next_token", dist.Categorical(logits=values), obs=batch[:, 1:])
+
+    model.network = network
+    model.layer = layer
+    return model
+
+
+def head_offset_center(network: AttentionOnlyTransformer, layer: int
+                       ) -> dict[str, Float[Array, "*shape"]]:
+    """δ* = 0 for every site of :func:`head_offset_model`: its localization center."""
+    return {f"{HEAD_SITE_PREFIX}{field}": jnp.zeros_like(value)
+            for field, value in get_component(network, f"{int(layer)}:0").items()}
+
+
+def head_weights_from_offsets(
+    center: Mapping[str, Array], offsets: Mapping[str, Array], component: str
+) -> dict[str, Array]:
+    """Draws of :func:`head_offset_model` (``"head.W_Q"`` → δ) as draws of
+    :func:`language_model` for ``component`` (``"L:H.W_Q"`` → c* + δ): the names and values
+    :func:`~numpyro_slt.nn.observables.evaluate_observables` expects."""
+    return {f"{component}.{name[len(HEAD_SITE_PREFIX):]}":
+            center[name[len(HEAD_SITE_PREFIX):]] + value for name, value in offsets.items()}
 
 
 def _canonical(network: AttentionOnlyTransformer, components: Iterable[str]) -> tuple[str, ...]:
