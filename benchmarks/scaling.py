@@ -29,12 +29,16 @@ measured once and reported in each of the three sweeps (likewise C = 1 for both 
 What is measured, per point, in a fresh Python process (``--point``, which prints one JSON line),
 so that each point's memory is its own (JAX on CPU, ``XLA_PYTHON_CLIENT_PREALLOCATE=false``).
 
-Threads: PyTorch runs with ``--torch-threads`` intra-op threads and XLA with ``--xla-threads``
-(both 1 by default; 0 keeps the library's default). Left to itself, XLA runs this model's step on
-both cores of a 2-core machine when the second one is free (B = 16: 8.5 ms/step of wall time for
-15 ms of CPU time) and on one when another job holds it (15–16 ms/step, the same as with one
-thread), so on a shared machine its step time jumps by 2× from run to run, and a comparison with
-PyTorch on one thread would compare two cores with one.
+Threads: PyTorch runs with ``--torch-threads`` intra-op threads (default 1, as in
+``devinterp_compare.py``); XLA runs as it is. XLA runs this model's step on both cores of a
+2-core machine when the second one is free (B = 16: 8.4–9.1 ms/step of wall time for 14–16 ms
+of CPU time) and on one when another job holds it (15–17 ms/step), so on a shared machine its
+wall time jumps by up to 2× from run to run. ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1`` does not change that with jaxlib 0.10.2 (8.71 ms/step for 14.98
+ms of CPU time on an idle machine). The CPU time of each run is therefore recorded and fitted
+beside the wall time: it stays close to the time on one core, whatever the threads. ``--pin``
+runs each point's process on one core (``sched_setaffinity`` to the core least busy when it
+starts), which makes the wall times one-core figures for both libraries.
 
 - ``first_s``: numpyro-slt's first ``MCMC.run`` (tracing, compilation, L_n(w*) on the full
   data, the draws). devinterp has no compilation; it runs a 5-step warm-up chain instead.
@@ -44,6 +48,11 @@ PyTorch on one thread would compare two cores with one.
   chains). ``cpu_s``, the smallest CPU time of the process over a timed run (all its threads),
   is recorded beside it: on a machine shared with other jobs the wall time grows when the
   process waits for a core, the CPU time much less.
+- ``step_ms`` (and ``cpu_step_ms``), the cost of one more step, used for the tokens and width
+  sweeps: numpyro-slt's ms/step; for devinterp (t_N − t_5) / (N − 5) from its chain of N steps
+  and its 5-step warm-up chain, because each devinterp chain starts with a set-up of about
+  0.6 s (``setup_s`` = t_5 − 5·step), which would otherwise add 20 ms to each of 30 steps.
+  (numpyro-slt's compiled run has no such cost: t = 0.00 s + 15.2 ms × draws.)
 - ``peak_mb``: the process's peak resident memory (VmHWM of ``/proc/self/status``, MiB) minus
   the peak of a baseline process of the same framework that only imports the libraries and
   loads the network and the data. It includes compilation (XLA for numpyro-slt).
@@ -63,9 +72,11 @@ Fits (least squares):
 
 Usage (needs the ``build/venv-bench`` environment of ``make bench``)::
 
-    python benchmarks/scaling.py            # about 12 min on 2 cores shared
-    python benchmarks/scaling.py --quick    # under 4 min
+    python benchmarks/scaling.py            # 15 min on 2 cores shared (load average 3-4)
+    python benchmarks/scaling.py --quick    # 4 min, ditto; no chains sweep
+    python benchmarks/scaling.py --pin      # each point's process on one core
     python benchmarks/scaling.py --sweeps tokens width --out /tmp/s.json --plot /tmp/s.png
+    python benchmarks/scaling.py --reanalyse benchmarks/results/scaling.json  # no measuring
 """
 
 from __future__ import annotations
@@ -92,7 +103,7 @@ sys.path.insert(0, str(HERE))
 import devinterp_compare as dc  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "scaling.json"
-DEFAULT_PLOT = HERE / "results" / "scaling.png"
+DEFAULT_PLOT = HERE.parent / "docs" / "images" / "scaling.png"
 SWEEPS = ("tokens", "draws", "chains", "width")
 WARMUP_STEPS = 5  # devinterp's untimed warm-up chain
 OURS, KEEP, THEIRS = "numpyro-slt", "numpyro-slt keep_draws", "devinterp"
@@ -225,9 +236,9 @@ def measure_point(spec: dict[str, Any], torch_threads: int) -> dict[str, Any]:
     if spec["sweep"] != "baseline":
         make = numpyro_run if spec["framework"] == "jax" else devinterp_run
         first, run = make(work, settings, spec)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         first()
-        out["first_s"] = time.perf_counter() - t0
+        out["first_s"], out["first_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         before = memory_status()
         out["peak_before_runs_mb"], out["rss_before_runs_mb"] = before["VmHWM"], before["VmRSS"]
         reset = reset_peak()
@@ -250,6 +261,24 @@ def measure_point(spec: dict[str, Any], torch_threads: int) -> dict[str, Any]:
 
 
 # -- the sweeps, from the parent --------------------------------------------------------------
+
+
+def step_costs(point: dict[str, Any]) -> dict[str, Any]:
+    """The cost of one more step, ``step_ms`` (wall) and ``cpu_step_ms``, and devinterp's set-up
+    per chain, ``setup_s``. numpyro-slt: the timed run over its draws (a run has no fixed cost
+    left once compiled: the draws sweep gives 0.00 s + 15.2 ms × draws). devinterp: every chain
+    starts with a set-up of about 0.6 s (``sample_single_chain`` copying the model and building
+    its optimizer and data loader), which would add 20 ms to each of 30 steps, so the step is
+    the difference between a chain of N steps and the 5-step warm-up chain, (t_N − t_5)/(N − 5),
+    and the set-up t_5 − 5·step."""
+    if point["framework"] == "jax":
+        return {"step_ms": point["ms_per_step"], "cpu_step_ms": point["cpu_ms_per_step"],
+                "setup_s": None}
+    steps, chains = point["draws"] - WARMUP_STEPS, point["chains"]
+    step = (point["wall_s"] / chains - point["first_s"]) / steps
+    cpu = (point["cpu_s"] / chains - point.get("first_cpu_s", point["first_s"])) / steps
+    return {"step_ms": 1e3 * step, "cpu_step_ms": 1e3 * cpu,
+            "setup_s": point["first_s"] - WARMUP_STEPS * step}
 
 
 def spec(sweep: str, series: str, x: float, *, batch: int = 16, draws: int = 100,
@@ -295,13 +324,33 @@ def plan(sweeps: Sweeps, names: list[str]) -> list[dict[str, Any]]:
     return [{**p, "repeats": repeats[same_run(p)]} for p in points]
 
 
-def run_child(point: dict[str, Any], torch_threads: int, xla_threads: int) -> dict[str, Any]:
+def idlest_core(seconds: float = 0.2) -> int:
+    """The core of this process's affinity set with the least busy time over ``seconds``."""
+    def busy() -> dict[int, int]:
+        out = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *ticks = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                values = [int(t) for t in ticks]
+                out[int(name[3:])] = sum(values) - values[3] - values[4]  # minus idle, iowait
+        return out
+
+    allowed = os.sched_getaffinity(0)
+    before = busy()
+    time.sleep(seconds)
+    after = busy()
+    return min(allowed, key=lambda c: after.get(c, 0) - before.get(c, 0))
+
+
+def run_child(point: dict[str, Any], torch_threads: int, pin: bool = False) -> dict[str, Any]:
+    """Run one point in a fresh process (on one core with ``pin``) and return its figures."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    if xla_threads == 1:  # XLA's own CPU thread pool off: one thread, as torch's
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     command = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(point),
                "--torch-threads", str(torch_threads)]
+    if pin:  # a trampoline sets the affinity and execs the child, which inherits it
+        trampoline = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+                      "os.execv(sys.argv[2], sys.argv[2:])")
+        command = [sys.executable, "-c", trampoline, str(idlest_core()), *command]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
@@ -344,9 +393,9 @@ def series(points: list[dict[str, Any]], sweep: str, name: str, key: str) -> tup
 def fits(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Exponents of every sweep (see the module docstring)."""
     out: dict[str, Any] = {}
-    specs = {"tokens": ((OURS, THEIRS), "ms_per_step"), "draws": ((OURS, KEEP, THEIRS), "wall_s"),
+    specs = {"tokens": ((OURS, THEIRS), "step_ms"), "draws": ((OURS, KEEP, THEIRS), "wall_s"),
              "chains": ((VECTORIZED, SEQUENTIAL, THEIRS), "wall_s"),
-             "width": ((OURS, THEIRS), "ms_per_step")}
+             "width": ((OURS, THEIRS), "step_ms")}
     for sweep, (names, key) in specs.items():
         for name in names:
             x, y = series(points, sweep, name, key)
@@ -355,7 +404,7 @@ def fits(points: list[dict[str, Any]]) -> dict[str, Any]:
             if sweep == "width":
                 x = series(points, sweep, name, "n_params")[1]
             fit = power_fit(x, y)
-            cpu_key = "cpu_ms_per_step" if key == "ms_per_step" else "cpu_s"
+            cpu_key = "cpu_step_ms" if key == "step_ms" else "cpu_s"
             fit["cpu_exponent"] = power_fit(x, series(points, sweep, name, cpu_key)[1])["exponent"]
             if sweep == "draws":
                 mem_x, mem = series(points, sweep, name, "peak_mb")
@@ -375,6 +424,15 @@ def fmt(value: float | None, digits: int = 1) -> str:
         else f"{value:,.{digits}f}"
 
 
+def step_cells(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """Markdown cells: ms/step (CPU) of both, the ratio of the wall times, devinterp's set-up."""
+    def cell(p: dict[str, Any]) -> str:
+        return f"{fmt(p.get('step_ms'), 2)} ({fmt(p.get('cpu_step_ms'), 2)})"
+
+    ratio = theirs.get("step_ms", np.nan) / ours.get("step_ms", np.nan)
+    return f"{cell(ours)} | {cell(theirs)} | {fmt(ratio, 2)} | {fmt(theirs.get('setup_s'), 2)}"
+
+
 def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
     """Markdown: one table per sweep, then the fitted exponents."""
     def get(sweep: str, name: str, x: float) -> dict[str, Any]:
@@ -386,13 +444,12 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
 
     out = []
     if xs("tokens"):
-        out += ["| B | tokens/step | numpyro-slt ms/step | devinterp ms/step | devinterp / "
-                "numpyro-slt | numpyro-slt MiB | devinterp MiB |", "|" + "---:|" * 7]
+        out += ["| B | tokens/step | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
+                "devinterp / numpyro-slt | devinterp set-up s | numpyro-slt MiB | "
+                "devinterp MiB |", "|" + "---:|" * 8]
         for x in xs("tokens"):
             a, b = get("tokens", OURS, x), get("tokens", THEIRS, x)
-            out.append(f"| {x // 64} | {x:,} | {fmt(a.get('ms_per_step'), 2)} | "
-                       f"{fmt(b.get('ms_per_step'), 2)} | "
-                       f"{fmt(b.get('ms_per_step', np.nan) / a.get('ms_per_step', np.nan), 2)} | "
+            out.append(f"| {x // 64} | {x:,} | {step_cells(a, b)} | "
                        f"{fmt(a.get('peak_mb'), 0)} | {fmt(b.get('peak_mb'), 0)} |")
         out.append("")
     if xs("draws"):
@@ -412,14 +469,14 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
                                                  f"{fmt(p.get('peak_mb'), 0)}" for p in row) + " |")
         out.append("")
     if xs("width"):
-        out += ["| d_model | parameters | numpyro-slt ms/step | devinterp ms/step | devinterp / "
-                "numpyro-slt | numpyro-slt MiB | devinterp MiB |", "|" + "---:|" * 7]
+        out += ["| d_model | parameters | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
+                "devinterp / numpyro-slt | devinterp set-up s | numpyro-slt MiB | "
+                "devinterp MiB |", "|" + "---:|" * 8]
         for x in xs("width"):
             a, b = get("width", OURS, x), get("width", THEIRS, x)
             out.append(f"| {x} | {a.get('n_params', b.get('n_params', 0)):,} | "
-                       f"{fmt(a.get('ms_per_step'), 2)} | {fmt(b.get('ms_per_step'), 2)} | "
-                       f"{fmt(b.get('ms_per_step', np.nan) / a.get('ms_per_step', np.nan), 2)} | "
-                       f"{fmt(a.get('peak_mb'), 0)} | {fmt(b.get('peak_mb'), 0)} |")
+                       f"{step_cells(a, b)} | {fmt(a.get('peak_mb'), 0)} | "
+                       f"{fmt(b.get('peak_mb'), 0)} |")
         out.append("")
     quantity = {"tokens": "ms/step ∝ tokens^b", "draws": "wall s ∝ draws^b",
                 "chains": "wall s ∝ chains^b", "width": "ms/step ∝ parameters^b"}
@@ -448,12 +505,12 @@ def plot(points: list[dict[str, Any]], path: Path, note: str = "") -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     chain_draws = next((p["draws"] for p in points if p["sweep"] == "chains"), 0)
-    panels = [("tokens", (OURS, THEIRS), "ms_per_step", "tokens per step (64 × B)", "ms / step"),
+    panels = [("tokens", (OURS, THEIRS), "step_ms", "tokens per step (64 × B)", "ms / step"),
               ("draws", (OURS, KEEP, THEIRS), "wall_s", "draws (1 chain)",
                "wall s (solid)"),
               ("chains", (VECTORIZED, SEQUENTIAL, THEIRS), "wall_s",
                f"chains ({chain_draws} draws each)", "wall s"),
-              ("width", (OURS, THEIRS), "ms_per_step", "parameters P (d_model)", "ms / step")]
+              ("width", (OURS, THEIRS), "step_ms", "parameters P (d_model)", "ms / step")]
     for ax, (sweep, names, key, xlabel, ylabel) in zip(axes.flat, panels, strict=True):
         if not any(p["sweep"] == sweep for p in points):
             ax.text(0.5, 0.5, f"{sweep}: not run", ha="center", transform=ax.transAxes)
@@ -470,6 +527,9 @@ def plot(points: list[dict[str, Any]], path: Path, note: str = "") -> None:
                 ticks.update({v: f"{v:g}" for v in x})
             if x:
                 ax.plot(x, y, "o-", color=colors[name], label=name)
+            if x and key == "step_ms":  # CPU time, dotted: above the wall time where XLA used 2
+                ax.plot(x, series(points, sweep, name, "cpu_step_ms")[1], ":", color=colors[name],
+                        label=f"{name}, CPU time")
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=sweep)
         ax.set_xticks(list(ticks), list(ticks.values()))
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -503,22 +563,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=SWEEPS)
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch intra-op threads (default 1; 0 keeps torch's default)")
-    parser.add_argument("--xla-threads", type=int, default=1, choices=(0, 1),
-                        help="1 (default): XLA on one CPU thread; 0: XLA's default (all cores)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run each point's process on one core (XLA, which otherwise takes a "
+                             "free second core, and torch alike)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file for the results")
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG file of the plot")
+    parser.add_argument("--reanalyse", type=Path, metavar="JSON",
+                        help="measure nothing: redo the tables, fits and plot from the points of "
+                             "a results file (written to --out and --plot)")
     parser.add_argument("--point", help=argparse.SUPPRESS)  # internal: one point, JSON
     args = parser.parse_args(argv)
     if args.point:
         print(json.dumps(measure_point(json.loads(args.point), args.torch_threads)), flush=True)
         return
+    if args.reanalyse:
+        saved = json.loads(args.reanalyse.read_text())
+        points = [{**p, **step_costs(p)} for p in saved["points"]]
+        report(points, {**saved["meta"], "reanalysed": time.strftime("%Y-%m-%d")}, args.out,
+               args.plot)
+        return
 
     sweeps = Sweeps.quick() if args.quick else Sweeps()
     dc.set_torch_threads(args.torch_threads)
     env = dc.environment()
-    env["xla_threads"] = args.xla_threads
-    print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}, XLA threads "
-          f"{args.xla_threads or 'default'}; "
+    env["pinned_to_one_core"] = args.pin
+    print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}, "
+          f"{'each point on one core' if args.pin else 'XLA threads as XLA chooses'}; "
           + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), flush=True)
     load: dict[str, Any] = {"before": os.getloadavg()}
     start = time.perf_counter()
@@ -528,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     points: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     # a baseline process's peak varies by about ±15 MiB from run to run: median of 3
-    threads = (args.torch_threads, args.xla_threads)
+    threads = (args.torch_threads, args.pin)
     baselines = {framework: [run_child(spec("baseline", name, 0), *threads)
                              ["peak_process_mb"] for _ in range(sweeps.baseline_runs)]
                  for framework, name in (("jax", "baseline"), ("torch", "baseline torch"))}
@@ -544,36 +614,42 @@ def main(argv: list[str] | None = None) -> None:
             runs[same_run(point)] = run_child(point, *threads)
         result = {**point, **runs[same_run(point)], "shared": shared,
                   "load_1min": os.getloadavg()[0]}
+        result.update(step_costs(result))
         seconds[point["sweep"]] = seconds.get(point["sweep"], 0.0) + time.perf_counter() - t0
         result["peak_mb"] = result["peak_process_mb"] - baseline[point["framework"]]
         points.append(result)
         load[f"after_{point['sweep']}"] = os.getloadavg()
         print(f"[{point['sweep']}] {point['series']:24s} {label(point):13s} "
               f"{result['wall_s']:7.2f} s (CPU {result['cpu_s']:.2f}), "
-              f"{result['ms_per_step']:8.2f} ms/step, "
+              f"{result['step_ms']:8.2f} ms/step, "
               f"peak {result['peak_mb']:6.0f} MiB, run {fmt(result['run_mb'], 0)} MiB "
               f"(first run {result['first_s']:.1f} s, process {result['child_s']:.0f} s, "
               f"load {os.getloadavg()[0]:.2f}){', measured above' if shared else ''}",
               flush=True)
     elapsed = time.perf_counter() - start
     load["after"] = os.getloadavg()
-
-    fitted = fits(points)
-    table = tables(points, fitted)
-    print("\n" + table)
-    print(f"\ntotal {elapsed:.0f} s; load average {load['before'][0]:.2f} before, "
-          f"{load['after'][0]:.2f} after (2 busy cores read 2.0; more means a shared machine)")
     meta = {**env, "sweeps": asdict(sweeps), "settings": asdict(dc.Settings()),
             "quick": args.quick, "seconds": elapsed, "sweep_seconds": seconds,
             "load_average": load, "baseline_peak_mb": baseline, "baseline_runs_mb": baselines,
             "port_max_loss_difference": ports,
             "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "points": points, "fits": fitted,
-                                    "table": table}, indent=2, default=float) + "\n")
-    plot(points, args.plot, f"; torch threads {args.torch_threads or 'default'}, XLA threads "
-         f"{args.xla_threads or 'default'}")
-    print(f"wrote {args.out} and {args.plot}")
+    report(points, meta, args.out, args.plot)
+
+
+def report(points: list[dict[str, Any]], meta: dict[str, Any], out: Path, plot_path: Path) -> None:
+    """Print the tables, write the JSON and draw the plot."""
+    fitted = fits(points)
+    table = tables(points, fitted)
+    load = meta["load_average"]
+    print("\n" + table)
+    print(f"\ntotal {meta['seconds']:.0f} s; load average {load['before'][0]:.2f} before, "
+          f"{load['after'][0]:.2f} after (2 busy cores read 2.0; more means a shared machine)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "points": points, "fits": fitted,
+                               "table": table}, indent=2, default=float) + "\n")
+    plot(points, plot_path, f"; torch threads {meta['torch_threads']}, "
+         f"{'one core per point' if meta.get('pinned_to_one_core') else 'XLA threads its own'}")
+    print(f"wrote {out} and {plot_path}")
 
 
 if __name__ == "__main__":
