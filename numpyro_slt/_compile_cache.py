@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import numpyro.util
+from jax.experimental.compilation_cache import compilation_cache
 
 __all__ = ["reuse_loop_compilation", "use_compilation_cache"]
 
@@ -54,8 +55,7 @@ def reuse_loop_compilation(cache: dict[tuple, Callable] | None = None) -> Iterat
 
 def use_compilation_cache(directory: str | os.PathLike | None = None,
                           min_compile_seconds: float = 0.1) -> Path | None:
-    """Turn on JAX's persistent compilation cache (call it before anything is compiled: JAX
-    decides whether to use the cache at the first compilation of the process).
+    """Turn on JAX's persistent compilation cache, from the next compilation on.
 
     :param directory: where compiled programs are kept; default ``$NUMPYRO_SLT_COMPILATION_CACHE``
         or else ``~/.cache/numpyro-slt/jax`` (``$XDG_CACHE_HOME`` respected). The environment
@@ -79,4 +79,6 @@ def use_compilation_cache(directory: str | os.PathLike | None = None,
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    # JAX decides at its first compilation whether to use the cache; make it decide again
+    compilation_cache.reset_cache()
     return path

@@ -403,21 +403,23 @@ def test_python_scalars_in_model_arguments_stay_static(small_data):
 
 
 def test_use_compilation_cache_keeps_programs_on_disk(tmp_path, monkeypatch):
-    """In a fresh process, use_compilation_cache makes JAX write compiled programs to the
-    folder; the environment variable set to 'off' disables it."""
-    script = textwrap.dedent(f"""
-        import jax, jax.numpy as jnp
-        import numpyro_slt as slt
-        path = slt.use_compilation_cache({str(tmp_path / "cache")!r}, min_compile_seconds=0)
-        print(path)
-        jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == str(tmp_path / "cache")
-    assert any((tmp_path / "cache").iterdir())
-    monkeypatch.setenv("NUMPYRO_SLT_COMPILATION_CACHE", "off")
-    if not jax.config.jax_compilation_cache_dir:  # a folder the user set is kept instead
+    """use_compilation_cache makes JAX write compiled programs to the folder, even after other
+    programs were compiled; the environment variable set to 'off' disables it."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        path = slt.use_compilation_cache(tmp_path / "cache", min_compile_seconds=0)
+        assert path == tmp_path / "cache"
+        jax.jit(lambda x: jnp.sin(x) @ x.T + 0.123)(jnp.ones((7, 7))).block_until_ready()
+        assert any(path.iterdir())
+        assert slt.use_compilation_cache(tmp_path / "other") == path  # the folder in use stays
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("NUMPYRO_SLT_COMPILATION_CACHE", "off")
         assert slt.use_compilation_cache() is None
-    with pytest.raises(ValueError, match="min_compile_seconds"):
-        slt.use_compilation_cache(tmp_path / "other", min_compile_seconds=-1)
+        with pytest.raises(ValueError, match="min_compile_seconds"):
+            slt.use_compilation_cache(tmp_path / "other", min_compile_seconds=-1)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        compilation_cache.reset_cache()
