@@ -27,7 +27,7 @@ import jax
 import numpyro.util
 from jax.experimental.compilation_cache import compilation_cache
 
-__all__ = ["reuse_loop_compilation", "use_compilation_cache"]
+__all__ = ["reuse_loop_compilation", "use_compilation_cache", "compilation_cache_for_run"]
 
 CACHE_ENV = "NUMPYRO_SLT_COMPILATION_CACHE"
 
@@ -82,3 +82,17 @@ def use_compilation_cache(directory: str | os.PathLike | None = None,
     # JAX decides at its first compilation whether to use the cache; make it decide again
     compilation_cache.reset_cache()
     return path
+
+
+@contextlib.contextmanager
+def compilation_cache_for_run(directory: str | os.PathLike | None = None) -> Iterator[Path | None]:
+    """:func:`use_compilation_cache` for the duration of the block only; JAX's previous cache
+    folder (usually none) is put back afterwards, so a command run inside a longer-lived process
+    (a notebook, a test session) does not leave the cache on for everything compiled later."""
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        yield use_compilation_cache(directory)
+    finally:
+        if jax.config.jax_compilation_cache_dir != previous:
+            jax.config.update("jax_compilation_cache_dir", previous)
+            compilation_cache.reset_cache()

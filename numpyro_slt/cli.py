@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _study(args) -> int:
-    from ._compile_cache import use_compilation_cache
+    from ._compile_cache import compilation_cache_for_run
     from .nn.default import load_default, load_model
     from .report.study_report import write_study
     from .study import StudyConfig, run_study
@@ -98,8 +98,6 @@ def _study(args) -> int:
         config = StudyConfig.quick(**overrides)
     else:
         config = StudyConfig.from_dict(overrides)
-    # before anything compiles: the heads of a layer share their compiled programs through it
-    use_compilation_cache()
     loaded = load_default() if args.model is None else load_model(args.model)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -109,8 +107,10 @@ def _study(args) -> int:
         raise ValueError(f"--out {out} holds runs of an earlier study: pass --resume to continue "
                          "it, or choose another --out.")
     t0 = time.perf_counter()
-    result = run_study(loaded.network, loaded.tokenizer, config, out=out,
-                       resume=args.resume, progress=not args.no_progress)
+    # the heads of a layer share their compiled programs through JAX's persistent cache
+    with compilation_cache_for_run():
+        result = run_study(loaded.network, loaded.tokenizer, config, out=out,
+                           resume=args.resume, progress=not args.no_progress)
     report = write_study(result, out, loaded.tokenizer)
     acc = result.acceptance
     print(f"wrote {report} in {time.perf_counter() - t0:.0f} s")

@@ -330,3 +330,34 @@ def test_cli_study_killed_mid_component_and_resumed_equals_uninterrupted(tiny, t
     a = xr.open_dataset(killed / "susceptibility.nc", engine="h5netcdf")
     b = xr.open_dataset(clean / "susceptibility.nc", engine="h5netcdf")
     np.testing.assert_array_equal(a["per_token"].values, b["per_token"].values)
+
+
+@pytest.mark.slow
+def test_cli_study_with_a_shared_compilation_cache(tiny, tmp_path):
+    """`numpyro-slt study` in two fresh processes sharing one compilation cache: the first fills
+    it (heads 1:0 and 1:1 are one program), the second loads its programs, and both give the same
+    susceptibilities, bit for bit, as a run in this process without the cache."""
+    import os
+    import subprocess
+    import sys
+
+    folder, _, _ = tiny
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({k: v for k, v in TINY.to_dict().items()
+                                  if k != "components"}))
+    args = ["study", "--model", str(folder), "--config", str(config), "--components", "1:0",
+            "1:1", "--no-progress"]
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NUMPYRO_SLT_COMPILATION_CACHE": str(cache)}
+    for name in ("cold", "warm"):
+        subprocess.run([sys.executable, "-m", "numpyro_slt.cli", *args, "--out",
+                        str(tmp_path / name)], env=env, check=True, capture_output=True)
+        if name == "cold":
+            loops = [p.name for p in cache.iterdir() if "fori_collect_loop" in p.name]
+            # burn-in loop and segment loop, once for both heads (twice each if not shared)
+            assert len(loops) == 2, loops
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    plain = xr.open_dataset(tmp_path / "plain" / "susceptibility.nc", engine="h5netcdf")
+    for name in ("cold", "warm"):
+        other = xr.open_dataset(tmp_path / name / "susceptibility.nc", engine="h5netcdf")
+        xr.testing.assert_identical(other, plain)
