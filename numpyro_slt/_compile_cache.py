@@ -85,13 +85,14 @@ def use_compilation_cache(directory: str | os.PathLike | None = None,
 
 
 @contextlib.contextmanager
-def compilation_cache_for_run(directory: str | os.PathLike | None = None) -> Iterator[Path | None]:
+def compilation_cache_for_run(directory: str | os.PathLike | None = None,
+                              min_compile_seconds: float = 0.1) -> Iterator[Path | None]:
     """:func:`use_compilation_cache` for the duration of the block only; JAX's previous cache
     folder (usually none) is put back afterwards, so a command run inside a longer-lived process
     (a notebook, a test session) does not leave the cache on for everything compiled later."""
     previous = jax.config.jax_compilation_cache_dir
     try:
-        yield use_compilation_cache(directory)
+        yield use_compilation_cache(directory, min_compile_seconds)
     finally:
         if jax.config.jax_compilation_cache_dir != previous:
             jax.config.update("jax_compilation_cache_dir", previous)

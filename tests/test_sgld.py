@@ -1,5 +1,6 @@
 """The SGLD kernel: its update rule, its state, and its life inside numpyro.infer.MCMC."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -402,24 +403,34 @@ def test_python_scalars_in_model_arguments_stay_static(small_data):
     np.testing.assert_array_equal(by_kwarg.get_samples()["w"], bound.get_samples()["w"])
 
 
-def test_use_compilation_cache_keeps_programs_on_disk(tmp_path, monkeypatch):
-    """use_compilation_cache makes JAX write compiled programs to the folder, even after other
-    programs were compiled; the environment variable set to 'off' disables it."""
-    from jax.experimental.compilation_cache import compilation_cache
-
-    before = jax.config.jax_compilation_cache_dir
-    try:
-        jax.config.update("jax_compilation_cache_dir", None)
-        path = slt.use_compilation_cache(tmp_path / "cache", min_compile_seconds=0)
-        assert path == tmp_path / "cache"
-        jax.jit(lambda x: jnp.sin(x) @ x.T + 0.123)(jnp.ones((7, 7))).block_until_ready()
-        assert any(path.iterdir())
-        assert slt.use_compilation_cache(tmp_path / "other") == path  # the folder in use stays
-        jax.config.update("jax_compilation_cache_dir", None)
-        monkeypatch.setenv("NUMPYRO_SLT_COMPILATION_CACHE", "off")
+def test_use_compilation_cache_keeps_programs_on_disk(tmp_path):
+    """In a fresh process (toggling JAX's cache inside a long test session is what crashed
+    jaxlib 0.10.2): use_compilation_cache makes JAX write compiled programs to the folder even
+    after other programs were compiled, compilation_cache_for_run puts the old setting back,
+    and the environment variable set to 'off' disables it."""
+    script = textwrap.dedent(f"""
+        import os
+        import jax, jax.numpy as jnp
+        import numpyro_slt as slt
+        from numpyro_slt._compile_cache import compilation_cache_for_run
+        jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()  # compiled before
+        folder = {str(tmp_path / "cache")!r}
+        with compilation_cache_for_run(folder, min_compile_seconds=0) as path:
+            assert str(path) == folder, path
+            jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
+        assert os.listdir(folder), "nothing written"
+        assert not jax.config.jax_compilation_cache_dir, "setting not restored"
+        os.environ["NUMPYRO_SLT_COMPILATION_CACHE"] = "off"
         assert slt.use_compilation_cache() is None
-        with pytest.raises(ValueError, match="min_compile_seconds"):
-            slt.use_compilation_cache(tmp_path / "other", min_compile_seconds=-1)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
-        compilation_cache.reset_cache()
+        try:
+            slt.use_compilation_cache(folder, min_compile_seconds=-1)
+        except ValueError as err:
+            assert "min_compile_seconds" in str(err)
+        else:
+            raise AssertionError("no error for min_compile_seconds=-1")
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMPYRO_SLT_COMPILATION_CACHE"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
