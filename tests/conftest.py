@@ -23,3 +23,14 @@ from numpyro_slt.known_models import make_linear_data  # noqa: E402
 @pytest.fixture(scope="session")
 def linear_data():
     return make_linear_data()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Free every compiled program after each test module. A whole session otherwise keeps
+    thousands of XLA executables, each with its own memory mappings, and with jaxlib 0.10.2 the
+    session crashed (segfault inside XLA compilation) late in the run."""
+    yield
+    import jax
+
+    jax.clear_caches()
