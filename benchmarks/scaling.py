@@ -452,22 +452,25 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
             out.append(f"| {x // 64} | {x:,} | {step_cells(a, b)} | "
                        f"{fmt(a.get('peak_mb'), 0)} | {fmt(b.get('peak_mb'), 0)} |")
         out.append("")
+    def seconds_and_memory(sweep: str, columns: list[tuple[str, str]]) -> list[str]:
+        """Rows of wall seconds and peak MiB of each (series, column title) at each point."""
+        header = "| " + sweep + " | " + " | ".join(f"{title} s | MiB" for _, title in columns)
+        rows = [header + " |", "|" + "---:|" * (1 + 2 * len(columns))]
+        for x in xs(sweep):
+            cells = [get(sweep, name, x) for name, _ in columns]
+            rows.append(f"| {x} | " + " | ".join(f"{fmt(p.get('wall_s'), 2)} | "
+                                                  f"{fmt(p.get('peak_mb'), 0)}" for p in cells)
+                        + " |")
+        return rows + [""]
+
     if xs("draws"):
-        out += ["| draws | numpyro-slt s | MiB | numpyro-slt keep_draws=True s | MiB | "
-                "devinterp s | MiB |", "|" + "---:|" * 7]
-        for x in xs("draws"):
-            row = [get("draws", name, x) for name in (OURS, KEEP, THEIRS)]
-            out.append(f"| {x} | " + " | ".join(f"{fmt(p.get('wall_s'), 2)} | "
-                                                 f"{fmt(p.get('peak_mb'), 0)}" for p in row) + " |")
-        out.append("")
+        out += seconds_and_memory("draws", [(OURS, "numpyro-slt"),
+                                            (KEEP, "numpyro-slt keep_draws=True"),
+                                            (THEIRS, "devinterp")])
     if xs("chains"):
-        out += ["| chains | numpyro-slt vectorized s | MiB | numpyro-slt sequential s | MiB | "
-                "devinterp s | MiB |", "|" + "---:|" * 7]
-        for x in xs("chains"):
-            row = [get("chains", name, x) for name in (VECTORIZED, SEQUENTIAL, THEIRS)]
-            out.append(f"| {x} | " + " | ".join(f"{fmt(p.get('wall_s'), 2)} | "
-                                                 f"{fmt(p.get('peak_mb'), 0)}" for p in row) + " |")
-        out.append("")
+        out += seconds_and_memory("chains", [(VECTORIZED, "numpyro-slt vectorized"),
+                                             (SEQUENTIAL, "numpyro-slt sequential"),
+                                             (THEIRS, "devinterp")])
     if xs("width"):
         out += ["| d_model | parameters | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
                 "devinterp / numpyro-slt | devinterp set-up s | numpyro-slt MiB | "

@@ -187,9 +187,17 @@ def logits_from_cache(
     for a :class:`HeadCache`, rest + out_{L,H}(a) then layers L+1.. and the unembedding; for x^L,
     layers ``layer``.. and the unembedding."""
     if isinstance(cached, HeadCache):
-        resid = cached.rest + network.head_output(cached.layer, cached.head, cached.normed)
-        return network.unembed(network.residual_from(cached.layer + 1, resid))
+        head_out = network.head_output(cached.layer, cached.head, cached.normed)
+        return _logits_after_head(network, cached.layer, cached.rest, head_out)
     return network.unembed(network.residual_from(layer, cached))
+
+
+def _logits_after_head(network: AttentionOnlyTransformer, layer: int,
+                       rest: Float[Array, "positions d_model"],
+                       head_out: Float[Array, "positions d_model"]
+                       ) -> Float[Array, "positions vocab"]:
+    """logits from x^{L+1} = rest + out_{L,H}: layers L+1.. and the unembedding."""
+    return network.unembed(network.residual_from(layer + 1, rest + head_out))
 
 
 def logits_at(
@@ -211,8 +219,8 @@ def logits_at(
     if isinstance(cached, HeadCache):
         prefix = f"{cached.component}."
         weights = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
-        resid = cached.rest + attention_head(cached.normed, **weights)
-        return network.unembed(network.residual_from(cached.layer + 1, resid))
+        return _logits_after_head(network, cached.layer, cached.rest,
+                                  attention_head(cached.normed, **weights))
     current = network_at(network, values, components)
     if cached is None:
         return current(inputs)
@@ -359,8 +367,7 @@ def head_offset_model(
             batch = tokens[rows]
 
             def logits(normed, rest):
-                resid = rest + attention_head(normed, **weights)
-                return network.unembed(network.residual_from(layer + 1, resid))
+                return _logits_after_head(network, layer, rest, attention_head(normed, **weights))
 
             values = jax.vmap(logits)(upstream.normed[rows], upstream.rest[rows])
             numpyro.sample("next_token", dist.Categorical(logits=values), obs=batch[:, 1:])
