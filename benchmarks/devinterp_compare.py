@@ -27,7 +27,9 @@ a. **Time per SGLD step** of the whole model, median of ``repeats`` round-robin 
    alongside (the raw t_N / N is kept as ``devinterp, set-up included``).
 b. **LLC of the whole model**, ``llc_chains`` × ``llc_draws`` with no burn-in (devinterp's
    ``compute_llc`` averages every step, burn-in included, so all three average every step), wall
-   time as a user sees it (model set-up, L_n(w*) on the full data, compilation, sampling,
+   time as a user sees it in a fresh process (JAX's in-memory caches are cleared before each
+   JAX run, so no run reuses what an earlier part compiled; model set-up, L_n(w*) on the full
+   data, compilation, sampling,
    estimate): ``slt.llc`` of an ``MCMC`` run, the same with the sampling loop compiled once
    instead of once per chain (NumPyro 0.22 recompiles it for every sequential chain; fixed
    upstream in pyro-ppl/numpyro#2171), ``devinterp.slt.llc.llc`` and a BlackJAX ``sgld`` loop in
@@ -420,6 +422,7 @@ def numpyro_llc(work: Workload, settings: Settings, chains: int, draws: int,
     sys.path.insert(0, str(HERE))
     from numpyro_slt._compile_cache import reuse_loop_compilation
 
+    jax.clear_caches()  # as in a fresh process: nothing compiled by an earlier part is reused
     start = time.perf_counter()
     mcmc = numpyro_mcmc(work, settings, draws, chains)
     with (reuse_loop_compilation({}) if compile_once else contextlib.nullcontext()):
@@ -459,6 +462,7 @@ def blackjax_llc(work: Workload, settings: Settings, chains: int, draws: int) ->
 
     from numpyro_slt.nn.posterior import parameter_sites
 
+    jax.clear_caches()  # as in a fresh process, like numpyro_llc
     start = time.perf_counter()
     center = parameter_sites(work.network)
     potential = jax_potential(work, settings)

@@ -206,7 +206,10 @@ def _localized_prior(prior: dist.Distribution, value: jnp.ndarray, gamma: float)
     transform = biject_to(support)
     unconstrained_center = transform.inv(value)
     event_ndim = jnp.ndim(unconstrained_center) - len(batch_shape)
-    base = dist.Normal(unconstrained_center, gamma**-0.5).to_event(event_ndim)
+    # not validated: NumPyro's check of a concrete center compiles a small program per site
+    # shape each time the model runs eagerly; a non-finite center is caught by the kernel's
+    # check that L_n(w*) is finite
+    base = dist.Normal(unconstrained_center, gamma**-0.5, validate_args=False).to_event(event_ndim)
     if _is_real(support):
         return base
     return dist.TransformedDistribution(base, transform)

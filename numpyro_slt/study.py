@@ -280,7 +280,7 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     from .handlers import localize, temper
     from .kernels import SGLD
     from .nn.components import get_component
-    from .nn.observables import evaluate_observables
+    from .nn.observables import ObservableEvaluator
     from .nn.posterior import (
         HeadCache,
         frozen_cache,
@@ -312,9 +312,12 @@ def _sample_component(network, component: str, data: dict[str, Any], config: Stu
     posterior = localize(temper(model, config.nbeta), center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
 
+    # checks, frozen caches and L_q(w*) once per component, not once per segment
+    evaluator = ObservableEvaluator(network, data["probes"], data["eval"], [component],
+                                    fast_path=config.fast_path)
+
     def observe(draws: dict[str, Any]) -> xr.Dataset:
-        return evaluate_observables(network, as_draws(draws), data["probes"], data["eval"],
-                                    [component], fast_path=config.fast_path)
+        return evaluator(as_draws(draws))
 
     mcmc = sample_checkpointed(
         kernel, key, *model_args, directory=directory,

@@ -275,7 +275,11 @@ def test_restricted_llc_equals_llc_of_lower_dimensional_model():
         assert set(mcmc.get_samples()) == {"w1"}
         results.append(slt.llc(mcmc))
     np.testing.assert_allclose(results[0].llc_per_chain, results[1].llc_per_chain, rtol=1e-3)
-    assert results[0].llc_mean.item() == pytest.approx(1.0, rel=0.10)
+    # λ = d/2 = 1 for the 2 free coordinates; chains spread by about 0.15 (seeds 0-5 gave
+    # means 0.96-1.10), so the mean of 4 is held to 3 standard errors and at most 0.2
+    per_chain = results[0].llc_per_chain.values
+    standard_error = per_chain.std(ddof=1) / np.sqrt(per_chain.size)
+    assert abs(results[0].llc_mean.item() - 1.0) < min(0.2, 3 * standard_error)
 
 
 def test_parallel_chains_in_a_fresh_process_with_two_host_devices(tmp_path):
@@ -434,3 +438,41 @@ def test_use_compilation_cache_keeps_programs_on_disk(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_model_inspection_is_abstract_and_falls_back_when_values_are_needed():
+    """The kernel reads a model's structure from an abstract trace (nothing computed: a host
+    callback in the model does not run); a model that branches on its data's values, or whose
+    support depends on the data, is traced concretely instead, with the same facts."""
+    x = jnp.linspace(0.5, 2.0, 50)
+    calls = []
+
+    def plain(x):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        jax.debug.callback(lambda: calls.append(1))
+        numpyro.sample("y", dist.Normal(w * x, 1.0), obs=x)
+
+    def branching(x):
+        scale = 2.0 if float(jnp.max(x)) > 1.0 else 1.0  # needs the concrete data
+        w = numpyro.sample("w", dist.Normal(0.0, scale))
+        numpyro.sample("y", dist.Normal(w * x, 1.0), obs=x)
+
+    def data_support(x):
+        w = numpyro.sample("w", dist.Uniform(0.0, jnp.max(x)))  # support bounds from the data
+        numpyro.sample("y", dist.Normal(w * x, 1.0), obs=x)
+
+    info = _model.inspect_model(plain, (x,), {})
+    assert calls == [] and info.latent_sites == ("w",) and info.nbeta == 50.0
+    for model in (branching, data_support):
+        info = _model.inspect_model(model, (x,), {})
+        assert info.latent_sites == ("w",) and info.likelihood_sites == ("y",)
+    upper = _model.inspect_model(data_support, (x,), {}).supports["w"].upper_bound
+    assert not isinstance(upper, jax.core.Tracer) and float(upper) == 2.0
+    # and the kernel samples it (the branching model needs concrete data, which the kernel's
+    # compiled programs do not have: they take the data as arguments)
+    center = {"w": jnp.asarray(1.0)}
+    for model in (data_support,):
+        mcmc = MCMC(slt.SGLD(slt.localize(slt.temper(model, 20.0), center, 100.0), 1e-3),
+                    num_warmup=0, num_samples=20, progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(0), x)
+        assert np.all(np.isfinite(mcmc.get_samples()["w"]))

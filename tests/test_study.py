@@ -14,7 +14,11 @@ from numpyro_slt.data import train_tokenizer
 from numpyro_slt.estimators.tokens import top_tokens
 from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig
 from numpyro_slt.nn.default import load_model, save_model
-from numpyro_slt.nn.observables import add_observables, evaluate_observables
+from numpyro_slt.nn.observables import (
+    ObservableEvaluator,
+    add_observables,
+    evaluate_observables,
+)
 from numpyro_slt.nn.posterior import network_at, parameter_sites
 from numpyro_slt.report.study_report import write_study
 from numpyro_slt.study import StudyConfig, run_study
@@ -81,6 +85,32 @@ def test_observables_equal_direct_evaluation_at_every_draw(tiny, component, opti
     assert list(thinned["draw"].values) == [0, 2]
     np.testing.assert_allclose(thinned["token_loss"].values[:, 1],
                                obs["token_loss"].values[:, 2], rtol=1e-5)
+
+
+def test_observable_evaluator_reused_across_segments_matches_one_call(tiny):
+    """The study builds one ObservableEvaluator per component and calls it per segment: it must
+    give what evaluate_observables gives, with probes of interleaved lengths kept in order."""
+    _, network, _ = tiny
+    rng = np.random.default_rng(2)
+    probes = {"a": rng.integers(0, 300, (3, 16)), "b": rng.integers(0, 300, (2, 5)),
+              "c": rng.integers(0, 300, (1, 16))}
+    eval_tokens = rng.integers(0, 300, (4, 16))
+    draws = _draws(network, ["1:1"], shape=(2, 4))
+    whole = evaluate_observables(network, draws, probes, eval_tokens, ["1:1"])
+    assert list(dict.fromkeys(whole["token_probe"].values)) == ["a", "b", "c"]
+    evaluator = ObservableEvaluator(network, probes, eval_tokens, ["1:1"])
+    first = evaluator({k: v[:, :2] for k, v in draws.items()})
+    second = evaluator({k: v[:, 2:] for k, v in draws.items()})
+    for name in ("token_loss", "sampling_loss", "phi"):
+        joined = np.concatenate([first[name].values, second[name].values], axis=1)
+        np.testing.assert_allclose(joined, whole[name].values, rtol=1e-6, atol=1e-7)
+    assert float(first["sampling_loss_at_center"]) == float(whole["sampling_loss_at_center"])
+    for (probe, rows) in probes.items():  # each probe's columns hold that probe's losses
+        net = network_at(network, {k: jnp.asarray(v[1, 3]) for k, v in draws.items()}, ["1:1"])
+        direct = np.asarray(jax.vmap(net.token_losses)(jnp.asarray(rows))).ravel()
+        columns = whole["token_probe"].values == probe
+        np.testing.assert_allclose(whole["token_loss"].values[1, 3, columns], direct, rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_observables_refuse_bad_input(tiny):

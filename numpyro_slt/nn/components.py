@@ -171,7 +171,15 @@ def get_component(
     ``[d_head]`` (biases).
     """
     spec = parse_component(name, model.config)
-    return {f: getattr(model, f)[idx] for f, idx in _slots(spec, model.config)}
+    return {f: _take(getattr(model, f), idx) for f, idx in _slots(spec, model.config)}
+
+
+def _take(array, index):
+    """``array[index]``; a concrete array is sliced on the host (eager JAX slicing compiles a
+    small program for every new index, about 0.2 s per head)."""
+    if isinstance(array, jax.core.Tracer):
+        return array[index]
+    return jnp.asarray(np.asarray(array)[index])
 
 
 def get_components(

@@ -8,7 +8,8 @@ At every kept draw w = (u*, c) of component C (notation of DESIGN.md section 2):
 - ``token_loss`` ℓ_xy(w) for every probe token: the loss of predicting token y = t[s, i+1] from
   context x = t[s, :i+1] of every probe sequence s and position i.
 
-They are computed in one compiled call per token array: a ``jax.lax.map`` over the draws and,
+They are computed in one compiled call per token length (the evaluation set and the probes of
+that length joined into one array): a ``jax.lax.map`` over the draws and,
 within it, over chunks of ``token_chunk`` sequences, so the logits in memory at once stay small
 (memory traffic, not arithmetic, bounds this on a CPU), with the frozen part of the network cached
 once (:func:`~numpyro_slt.nn.posterior.frozen_cache`). The result is an
@@ -21,6 +22,7 @@ once (:func:`~numpyro_slt.nn.posterior.frozen_cache`). The result is an
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -38,7 +40,7 @@ from .posterior import (
 )
 from .transformer import AttentionOnlyTransformer, _next_token_nll
 
-__all__ = ["evaluate_observables", "token_coordinates", "add_observables"]
+__all__ = ["evaluate_observables", "ObservableEvaluator", "token_coordinates", "add_observables"]
 
 
 def _as_tokens(name: str, tokens, network: AttentionOnlyTransformer) -> np.ndarray:
@@ -143,79 +145,139 @@ def evaluate_observables(
     :returns: Dataset with ``sampling_loss`` and ``phi`` (chain, draw), ``token_loss``
         (chain, draw, token) with the coordinates of :func:`token_coordinates`, and the scalar
         ``sampling_loss_at_center`` L_q(w*).
+
+    To evaluate several sets of draws of one run (e.g. segment by segment), build an
+    :class:`ObservableEvaluator` once and call it on each: the checks, the frozen cache and
+    L_q(w*) are then computed once.
     """
-    components = None if components is None else _canonical(network, components)
-    if not isinstance(probes, Mapping) or not probes:
-        raise ValueError("probes must be a non-empty mapping: probe name -> token array.")
-    probe_arrays = {str(k): _as_tokens(f"probes[{k!r}]", v, network) for k, v in probes.items()}
-    eval_arr = _as_tokens("eval_tokens", eval_tokens, network)
-    if isinstance(thinning, bool) or not isinstance(thinning, int) or thinning < 1:
-        raise ValueError(f"thinning must be a positive int, got {thinning!r}.")
-    if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
-        raise ValueError(f"draw_batch must be a positive int, got {draw_batch!r}.")
-    if isinstance(token_chunk, bool) or not isinstance(token_chunk, int) or token_chunk < 1:
-        raise ValueError(f"token_chunk must be a positive int, got {token_chunk!r}.")
+    evaluator = ObservableEvaluator(network, probes, eval_tokens, components,
+                                    token_chunk=token_chunk, fast_path=fast_path)
+    return evaluator(draws, thinning=thinning, draw_batch=draw_batch)
 
-    center = parameter_sites(network, components)
-    missing = sorted(set(center) - set(draws))
-    if missing:
-        raise ValueError(f"draws lack the sites {missing} of components {components}; pass the "
-                         "samples of a run over the same components.")
-    values = {k: np.asarray(draws[k])[:, ::thinning] for k in center}
-    lead = {k: v.shape[:2] for k, v in values.items()}
-    for k, v in values.items():
-        if v.ndim < 2 or v.shape[2:] != center[k].shape:
-            raise ValueError(f"draws[{k!r}] has shape {np.shape(draws[k])}; expected [chain, draw, "
-                             f"*{tuple(center[k].shape)}].")
-    if len(set(lead.values())) != 1:
-        raise ValueError(f"draws disagree on (chain, draw): {lead}.")
-    num_chains, num_draws = next(iter(lead.values()))
-    total = num_chains * num_draws
-    batches = -(-total // draw_batch)
-    padded = {
-        k: np.concatenate([v.reshape(total, *v.shape[2:]),
-                           np.repeat(v.reshape(total, *v.shape[2:])[-1:], batches * draw_batch
-                                     - total, axis=0)])
-        .reshape(batches, draw_batch, *v.shape[2:])
-        for k, v in values.items()
-    }
 
-    one = {k: jnp.asarray(v)[None, None] for k, v in center.items()}
+class ObservableEvaluator:
+    """:func:`evaluate_observables` for one network, probe set, evaluation set and components,
+    prepared once: the token arrays are checked, those of equal length are joined into one
+    array (one compiled call per length at each evaluation, not one per probe), the frozen cache
+    of the fast path is computed, and L_q(w*) is evaluated. Calling it on draws returns the
+    Dataset of :func:`evaluate_observables` (same arguments)."""
 
-    def losses(vals, tokens):
-        """ℓ [draws, rows·(S−1)] of one token array; its rows padded to whole chunks and its
-        frozen cache (fast path) computed once per array."""
-        rows = tokens.shape[0]
-        key = id(tokens)
-        if key not in prepared:
-            chunk = min(token_chunk, rows)
-            padded_rows = np.concatenate([tokens, np.repeat(tokens[-1:], -rows % chunk, axis=0)])
-            cache = frozen_cache(network, padded_rows, components) if fast_path else None
-            prepared[key] = (jnp.asarray(padded_rows), cache, chunk)
-        padded_rows, cache, chunk = prepared[key]
-        out = np.asarray(_batched_losses(network, vals, padded_rows, cache, components, chunk))
-        return out.reshape(out.shape[0] * out.shape[1], -1)[:, : rows * (tokens.shape[1] - 1)]
+    def __init__(
+        self,
+        network: AttentionOnlyTransformer,
+        probes: Mapping[str, Int[Array, "sequences length"]],
+        eval_tokens: Int[Array, "sequences length"],
+        components: Iterable[str] | None = None,
+        *,
+        token_chunk: int = 16,
+        fast_path: bool = True,
+    ):
+        self.network = network
+        self.components = None if components is None else _canonical(network, components)
+        if not isinstance(probes, Mapping) or not probes:
+            raise ValueError("probes must be a non-empty mapping: probe name -> token array.")
+        self.probes = {str(k): _as_tokens(f"probes[{k!r}]", v, network) for k, v in probes.items()}
+        eval_arr = _as_tokens("eval_tokens", eval_tokens, network)
+        if isinstance(token_chunk, bool) or not isinstance(token_chunk, int) or token_chunk < 1:
+            raise ValueError(f"token_chunk must be a positive int, got {token_chunk!r}.")
+        self.center = parameter_sites(network, self.components)
+        self.coords = token_coordinates(self.probes)
+        # every array ("eval" first, then the probes), grouped by length into joined arrays
+        arrays = {_EVAL: eval_arr, **{("probe", k): v for k, v in self.probes.items()}}
+        self._groups: list[_JoinedTokens] = []
+        for length in dict.fromkeys(a.shape[1] for a in arrays.values()):
+            members = {k: a for k, a in arrays.items() if a.shape[1] == length}
+            self._groups.append(_JoinedTokens.build(network, members, self.components,
+                                                    token_chunk, fast_path))
+        one = {k: jnp.asarray(v)[None, None] for k, v in self.center.items()}
+        self.center_loss = float(self._losses(one, 1)[_EVAL].mean())
 
-    prepared: dict[int, tuple] = {}
-    center_loss = float(losses(one, eval_arr).mean())
-    sampling_loss = losses(padded, eval_arr)[:total].mean(axis=1).reshape(num_chains, num_draws)
-    token_loss = np.concatenate(
-        [losses(padded, tokens)[:total] for tokens in probe_arrays.values()], axis=1
-    ).reshape(num_chains, num_draws, -1)
-    coords = token_coordinates(probe_arrays)
-    draw_index = np.arange(0, num_draws * thinning, thinning)
-    return xr.Dataset(
-        {
-            "sampling_loss": (("chain", "draw"), sampling_loss),
-            "phi": (("chain", "draw"), sampling_loss - center_loss),
-            "token_loss": (("chain", "draw", "token"), token_loss),
-            "sampling_loss_at_center": center_loss,
-        },
-        coords={"chain": np.arange(num_chains), "draw": draw_index,
-                **{k: ("token", v) for k, v in coords.items()}},
-        attrs={"definition": "phi = L_q(w) - L_q(w*); token_loss = -log p(y | x, w)",
-               "thinning": thinning},
-    )
+    def _losses(self, batched_values, total: int) -> dict:
+        """ℓ [total, rows·(length − 1)] of every array (keys as in ``__init__``)."""
+        out: dict = {}
+        for group in self._groups:
+            out.update(group.losses(self.network, batched_values, self.components, total))
+        return out
+
+    def __call__(self, draws: Mapping[str, np.ndarray], *, thinning: int = 1,
+                 draw_batch: int = 1) -> xr.Dataset:
+        if isinstance(thinning, bool) or not isinstance(thinning, int) or thinning < 1:
+            raise ValueError(f"thinning must be a positive int, got {thinning!r}.")
+        if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
+            raise ValueError(f"draw_batch must be a positive int, got {draw_batch!r}.")
+        center = self.center
+        missing = sorted(set(center) - set(draws))
+        if missing:
+            raise ValueError(f"draws lack the sites {missing} of components {self.components}; "
+                             "pass the samples of a run over the same components.")
+        values = {k: np.asarray(draws[k])[:, ::thinning] for k in center}
+        lead = {k: v.shape[:2] for k, v in values.items()}
+        for k, v in values.items():
+            if v.ndim < 2 or v.shape[2:] != center[k].shape:
+                raise ValueError(f"draws[{k!r}] has shape {np.shape(draws[k])}; expected [chain, "
+                                 f"draw, *{tuple(center[k].shape)}].")
+        if len(set(lead.values())) != 1:
+            raise ValueError(f"draws disagree on (chain, draw): {lead}.")
+        num_chains, num_draws = next(iter(lead.values()))
+        total = num_chains * num_draws
+        batches = -(-total // draw_batch)
+        padded = {
+            k: np.concatenate([v.reshape(total, *v.shape[2:]),
+                               np.repeat(v.reshape(total, *v.shape[2:])[-1:],
+                                         batches * draw_batch - total, axis=0)])
+            .reshape(batches, draw_batch, *v.shape[2:])
+            for k, v in values.items()
+        }
+        losses = self._losses(padded, total)
+        sampling_loss = losses[_EVAL].mean(axis=1).reshape(num_chains, num_draws)
+        token_loss = np.concatenate([losses[("probe", k)] for k in self.probes], axis=1)
+        token_loss = token_loss.reshape(num_chains, num_draws, -1)
+        draw_index = np.arange(0, num_draws * thinning, thinning)
+        return xr.Dataset(
+            {
+                "sampling_loss": (("chain", "draw"), sampling_loss),
+                "phi": (("chain", "draw"), sampling_loss - self.center_loss),
+                "token_loss": (("chain", "draw", "token"), token_loss),
+                "sampling_loss_at_center": self.center_loss,
+            },
+            coords={"chain": np.arange(num_chains), "draw": draw_index,
+                    **{k: ("token", v) for k, v in self.coords.items()}},
+            attrs={"definition": "phi = L_q(w) - L_q(w*); token_loss = -log p(y | x, w)",
+                   "thinning": thinning},
+        )
+
+
+_EVAL = ("eval", "")
+
+
+class _JoinedTokens(NamedTuple):
+    """Token arrays of one length joined row-wise and padded to whole chunks, with their
+    frozen cache and where each array's rows start."""
+
+    tokens: jnp.ndarray
+    cache: object
+    chunk: int
+    rows: dict  # key -> (first row, number of rows)
+
+    @classmethod
+    def build(cls, network, members: dict, components, token_chunk: int,
+              fast_path: bool) -> _JoinedTokens:
+        joined = np.concatenate(list(members.values()))
+        starts = np.cumsum([0, *[len(a) for a in members.values()]])[:-1]
+        rows = {k: (int(start), len(a)) for (k, a), start in zip(members.items(), starts,
+                                                                 strict=True)}
+        chunk = min(token_chunk, len(joined))
+        joined = np.concatenate([joined, np.repeat(joined[-1:], -len(joined) % chunk, axis=0)])
+        cache = frozen_cache(network, joined, components) if fast_path else None
+        return cls(jnp.asarray(joined), cache, chunk, rows)
+
+    def losses(self, network, batched_values, components, total: int) -> dict:
+        out = np.asarray(_batched_losses(network, batched_values, self.tokens, self.cache,
+                                         components, self.chunk))
+        out = out.reshape(out.shape[0] * out.shape[1], -1)[:total]
+        per_row = self.tokens.shape[1] - 1
+        return {k: out[:, start * per_row:(start + count) * per_row]
+                for k, (start, count) in self.rows.items()}
 
 
 def add_observables(data, observables: xr.Dataset):
