@@ -261,3 +261,61 @@ def test_head_offset_model_is_the_head_posterior_translated(trained, component):
         return fn.lower(delta, model_args).as_text(debug_info=False)
 
     assert lowered(0) == lowered(1)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_projected_unembedding_gives_the_plain_logits_and_gradients(layer_norm):
+    """A last-layer head's logits through R = c(rest) W' equal the plain forward pass (with and
+    without layer norm); so do the offset model's energy and gradient; a layer-0 head refuses."""
+    from numpyro_slt.nn.posterior import (
+        head_cache,
+        head_offset_center,
+        head_offset_model,
+        logits_at,
+    )
+
+    config = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=16,
+                               d_vocab=40, layer_norm=layer_norm)
+    network = AttentionOnlyTransformer(config, key=jax.random.PRNGKey(4))
+    if layer_norm:  # non-trivial LN_final scale and shift, so that W' and β matter
+        network = eqx_set(network, ln_final_w=1.0 + 0.3 * jax.random.normal(
+            jax.random.PRNGKey(5), (16,)), ln_final_b=0.2 * jnp.ones(16))
+    tokens = jax.random.randint(jax.random.PRNGKey(6), (12, 10), 0, 40)
+    plain = head_cache(network, tokens, "1:1")
+    projected = head_cache(network, tokens, "1:1", project=True)
+    assert plain.projected is None and projected.projected.shape == (12, 9, 40)
+    assert head_cache(network, tokens, "1:1", project=None).projected is not None
+    values = jax.tree.map(lambda x: x + 0.05, parameter_sites(network, ["1:1"]))
+    moved = jax.vmap(network_at(network, values, ["1:1"]))(tokens[:, :-1])
+    for cache in (plain, projected):
+        logits = jax.vmap(lambda row, c=cache: logits_at(network, values, ("1:1",), cached=row))(
+            cache)
+        np.testing.assert_allclose(logits, moved, rtol=1e-5, atol=1e-5)
+
+    posterior = slt.localize(slt.temper(head_offset_model(network, 1, batch_size=6), 30.0),
+                             head_offset_center(network, 1), 100.0)
+    delta = jax.tree.map(lambda x: 0.03 * jnp.ones_like(x), head_offset_center(network, 1))
+    indices = {"sequences": jnp.arange(2, 8)}
+
+    def energy(cache):
+        args = (tokens, cache, get_component(network, "1:1"))
+        info = _model.inspect_model(posterior, args, {})
+        return jax.value_and_grad(lambda z: _model.energy_and_loss(info, args, {}, z,
+                                                                   indices)[0])(delta)
+
+    (e_plain, g_plain), (e_proj, g_proj) = energy(plain), energy(projected)
+    np.testing.assert_allclose(e_proj, e_plain, rtol=1e-5)
+    for name, grad in g_plain.items():
+        np.testing.assert_allclose(g_proj[name], grad, rtol=1e-4,
+                                   atol=1e-5 * float(np.abs(grad).max()))
+    with pytest.raises(ValueError, match="last layer"):
+        head_cache(network, tokens, "0:1", project=True)
+    assert head_cache(network, tokens, "0:1", project=None).projected is None
+
+
+def eqx_set(network, **fields):
+    import equinox as eqx
+
+    names = list(fields)
+    return eqx.tree_at(lambda n: [getattr(n, f) for f in names], network,
+                       [fields[f] for f in names])

@@ -99,6 +99,9 @@ def test_observable_evaluator_reused_across_segments_matches_one_call(tiny):
     whole = evaluate_observables(network, draws, probes, eval_tokens, ["1:1"])
     assert list(dict.fromkeys(whole["token_probe"].values)) == ["a", "b", "c"]
     evaluator = ObservableEvaluator(network, probes, eval_tokens, ["1:1"])
+    # a last-layer head: the evaluator uses the projected unembedding (checked against the plain
+    # forward pass below and in test_observables_equal_direct_evaluation_at_every_draw)
+    assert all(group.cache.projected is not None for group in evaluator._groups)
     first = evaluator({k: v[:, :2] for k, v in draws.items()})
     second = evaluator({k: v[:, 2:] for k, v in draws.items()})
     for name in ("token_loss", "sampling_loss", "phi"):

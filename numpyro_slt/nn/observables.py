@@ -268,7 +268,8 @@ class _JoinedTokens(NamedTuple):
                                                                  strict=True)}
         chunk = min(token_chunk, len(joined))
         joined = np.concatenate([joined, np.repeat(joined[-1:], -len(joined) % chunk, axis=0)])
-        cache = frozen_cache(network, joined, components) if fast_path else None
+        # forward passes only: the projected unembedding pays for itself here (not in SGLD steps)
+        cache = frozen_cache(network, joined, components, project=None) if fast_path else None
         return cls(jnp.asarray(joined), cache, chunk, rows)
 
     def losses(self, network, batched_values, components, total: int) -> dict:

@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .config import TransformerConfig
 
-__all__ = ["ActivationCache", "AttentionOnlyTransformer", "attention_head",
+__all__ = ["ActivationCache", "AttentionOnlyTransformer", "attention_head", "attention_values",
            "cross_entropy_from_logits"]
 
 
@@ -85,6 +85,28 @@ def _layer_norm(x: Float[Array, "seq d"], w: Float[Array, " d"], b: Float[Array,
     return xc * jax.lax.rsqrt(var + eps) * w + b
 
 
+def attention_values(
+    normed: Float[Array, "seq d_model"],
+    *,
+    W_Q: Float[Array, "d_model d_head"],
+    W_K: Float[Array, "d_model d_head"],
+    W_V: Float[Array, "d_model d_head"],
+    b_Q: Float[Array, " d_head"],
+    b_K: Float[Array, " d_head"],
+    b_V: Float[Array, " d_head"],
+) -> Float[Array, "seq d_head"]:
+    """z = softmax(causal(q kᵀ/√d_head)) v, one causal attention head's mixed values before its
+    output matrix W_O, from its input a = LN_l(x^l): q = a W_Q + b_Q, k = a W_K + b_K,
+    v = a W_V + b_V."""
+    q = normed @ W_Q + b_Q
+    k = normed @ W_K + b_K
+    v = normed @ W_V + b_V
+    scores = (q @ k.T) * (1.0 / math.sqrt(W_Q.shape[-1]))
+    seq = normed.shape[0]
+    scores = jnp.where(jnp.tril(jnp.ones((seq, seq), dtype=bool)), scores, -jnp.inf)
+    return jax.nn.softmax(scores, axis=-1) @ v
+
+
 def attention_head(
     normed: Float[Array, "seq d_model"],
     *,
@@ -97,16 +119,11 @@ def attention_head(
     b_V: Float[Array, " d_head"],
 ) -> Float[Array, "seq d_model"]:
     """One causal attention head's write to the residual stream from its input a = LN_l(x^l):
-    q = a W_Q + b_Q, k = a W_K + b_K, v = a W_V + b_V, out = softmax(causal(q kᵀ/√d_head)) v W_O.
-    The weights are arguments (the fields of a head component, :mod:`.components`), so the same
-    code serves the trained network and a sampled head."""
-    q = normed @ W_Q + b_Q
-    k = normed @ W_K + b_K
-    v = normed @ W_V + b_V
-    scores = (q @ k.T) * (1.0 / math.sqrt(W_Q.shape[-1]))
-    seq = normed.shape[0]
-    scores = jnp.where(jnp.tril(jnp.ones((seq, seq), dtype=bool)), scores, -jnp.inf)
-    return jax.nn.softmax(scores, axis=-1) @ v @ W_O
+    out = z W_O with z = :func:`attention_values` (a). The weights are arguments (the fields of
+    a head component, :mod:`.components`), so the same code serves the trained network and a
+    sampled head."""
+    return attention_values(normed, W_Q=W_Q, W_K=W_K, W_V=W_V, b_Q=b_Q, b_K=b_K,
+                            b_V=b_V) @ W_O
 
 
 class AttentionOnlyTransformer(eqx.Module):
