@@ -163,7 +163,10 @@ def test_chain_methods_agree_with_vectorized(small_data, chain_method):
     other = _run(slt.SGLD(posterior, 1e-4), x, y, num_samples=100, chain_method=chain_method)
     # the same seed gives the same draws, bit for bit, whatever the chain method
     np.testing.assert_array_equal(other.get_samples()["w"], reference.get_samples()["w"])
-    np.testing.assert_array_equal(slt.llc(other).llc_per_chain, slt.llc(reference).llc_per_chain)
+    # the recorded loss is a reduction that XLA may sum in another order under vmap (jax 0.12
+    # does: 1e-6 relative), so the LLC agrees to float rounding, not bit for bit
+    np.testing.assert_allclose(slt.llc(other).llc_per_chain, slt.llc(reference).llc_per_chain,
+                               rtol=1e-5)
     fields = other.get_extra_fields()
     assert np.all(fields["init_loss"] == reference.get_extra_fields()["init_loss"])
 
