@@ -148,7 +148,7 @@ def head_cache(
     :param project: also cache the projection R of the rest onto the vocabulary (a head of the
         last layer only; :mod:`~numpyro_slt.nn.projected`); None: when the head is in the last
         layer and R takes at most :data:`~numpyro_slt.nn.projected.PROJECTED_CACHE_MAX_BYTES`.
-        It speeds up forward passes (observables: 34 → 22 ms a draw on the default model) but
+        It speeds up forward passes (observables: 34 → 23.6 ms a draw on the default model) but
         not SGLD steps, whose backward pass through R costs more than it saves (7.0 → 9.1 ms a
         step), so the default is False.
     """
