@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--model", default=None,
                        help="model folder (default: the embedded default model)")
     study.add_argument("--quick", action="store_true",
-                       help="a small study for a first look (2 chains x 40 draws)")
+                       help="a small study for a first look (2 chains x 80 draws)")
     study.add_argument("--config", default=None, help="JSON file of StudyConfig fields")
     study.add_argument("--components", nargs="+", default=None,
                        help="components to sample, e.g. 1:6 0:1 embed (default: all)")
