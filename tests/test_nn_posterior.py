@@ -1,5 +1,6 @@
 """The NumPyro posterior of an Equinox language model, with temper, localize, SGLD and llc."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -278,8 +279,9 @@ def test_projected_unembedding_gives_the_plain_logits_and_gradients(layer_norm):
                                d_vocab=40, layer_norm=layer_norm)
     network = AttentionOnlyTransformer(config, key=jax.random.PRNGKey(4))
     if layer_norm:  # non-trivial LN_final scale and shift, so that W' and β matter
-        network = eqx_set(network, ln_final_w=1.0 + 0.3 * jax.random.normal(
-            jax.random.PRNGKey(5), (16,)), ln_final_b=0.2 * jnp.ones(16))
+        network = eqx.tree_at(lambda n: (n.ln_final_w, n.ln_final_b), network,
+                              (1.0 + 0.3 * jax.random.normal(jax.random.PRNGKey(5), (16,)),
+                               0.2 * jnp.ones(16)))
     tokens = jax.random.randint(jax.random.PRNGKey(6), (12, 10), 0, 40)
     plain = head_cache(network, tokens, "1:1")
     projected = head_cache(network, tokens, "1:1", project=True)
@@ -312,10 +314,3 @@ def test_projected_unembedding_gives_the_plain_logits_and_gradients(layer_norm):
         head_cache(network, tokens, "0:1", project=True)
     assert head_cache(network, tokens, "0:1", project=None).projected is None
 
-
-def eqx_set(network, **fields):
-    import equinox as eqx
-
-    names = list(fields)
-    return eqx.tree_at(lambda n: [getattr(n, f) for f in names], network,
-                       [fields[f] for f in names])
