@@ -174,10 +174,10 @@ def study_config(settings: Settings, **overrides: Any):
 
 
 def load_workload(settings: Settings) -> Workload:
-    from torch_port import check_port, from_equinox
-
     from numpyro_slt.nn.default import load_default
     from numpyro_slt.study import study_data
+
+    from torch_port import check_port, from_equinox
 
     network, tokenizer, _ = load_default()
     data = study_data(network, tokenizer, study_config(settings))
@@ -586,6 +586,7 @@ def devinterp_susceptibilities(work: Workload, settings: Settings,
                                folder: Path) -> dict[str, Any]:
     """devinterp's unrestricted run, one masked run per head, then ``compute_susceptibilities``."""
     from devinterp.slt.susceptibilities import compute_susceptibilities
+
     from torch_port import head_masks
 
     runs: dict[str, Any] = {}

@@ -182,6 +182,7 @@ def point_workload(spec: dict[str, Any], settings: dc.Settings, torch_threads: i
     if spec["framework"] == "torch":
         import devinterp.slt.lm_loss  # noqa: F401
         import devinterp.slt.sampler  # noqa: F401
+
         from torch_port import from_equinox
 
         dc.set_torch_threads(torch_threads)
@@ -360,9 +361,9 @@ def run_child(point: dict[str, Any], torch_threads: int, pin: bool = False) -> d
 
 def check_ports(widths: tuple[int, ...]) -> dict[str, float]:
     """max |ℓ_torch − ℓ_jax| of the default network and of each random one, on 16 windows."""
-    from torch_port import check_port, from_equinox
-
     from numpyro_slt.study import study_data
+
+    from torch_port import check_port, from_equinox
 
     errors = {}
     for width in (None, *widths):

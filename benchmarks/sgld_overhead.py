@@ -50,16 +50,14 @@ the variants of a configuration (so that a background load hits them alike); fig
 
 Usage::
 
-    python benchmarks/sgld_overhead.py              # full run: about 3 minutes on 2 cores
-    python benchmarks/sgld_overhead.py --quick      # smoke run, tiny linear model (d = 10), < 30 s
+    python benchmarks/sgld_overhead.py              # full run
+    python benchmarks/sgld_overhead.py --quick      # smoke run, tiny linear model (d = 10)
     python benchmarks/sgld_overhead.py --steps 2000 --out /tmp/sgld_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import os
 import platform
@@ -82,9 +80,18 @@ from numpyro.infer import MCMC
 from numpyro.infer.util import potential_energy
 
 import numpyro_slt as slt
-from numpyro_slt._compile_cache import reuse_loop_compilation
 
-Params = dict[str, jax.Array]
+from common import (
+    Params,
+    jitted_runner,
+    load_line,
+    mcmc_runner,
+    normal_like,
+    sq_norm,
+    time_round_robin,
+    write_results,
+)
+
 Forward = Callable[[Params, jax.Array], jax.Array]
 Potential = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -200,16 +207,6 @@ def mlp_problem(d_in: int, hidden: int, n: int, batch: int) -> Problem:
 # -- bare JAX loops ---------------------------------------------------------------------------
 
 
-def _normal_like(key: jax.Array, tree: Params) -> Params:
-    """ξ ~ N(0, I) shaped like ``tree``, one key per leaf (as the kernel draws it)."""
-    keys = dict(zip(tree, jax.random.split(key, len(tree)), strict=True))
-    return {k: jax.random.normal(keys[k], v.shape, v.dtype) for k, v in tree.items()}
-
-
-def _sq_norm(tree: Params) -> jax.Array:
-    return sum(jnp.sum(v**2) for v in tree.values())
-
-
 def bare_loop(
     problem: Problem, steps: int, config: str, potential: Potential | None = None
 ) -> Callable[[jax.Array], Any]:
@@ -227,7 +224,7 @@ def bare_loop(
         w, v, mean, i, key = carry
         key, batch_key, noise_key = jax.random.split(key, 3)
         idx = jax.random.randint(batch_key, (batch,), 0, n)
-        noise = _normal_like(noise_key, w)
+        noise = normal_like(noise_key, w)
         if config == "cv":
             (_, loss), g = value_and_grad_u(w, idx)
             excess = loss - problem.loss(center, idx)
@@ -298,7 +295,7 @@ def bare_diag_loop(
     def step(carry: tuple, _: None) -> tuple[tuple, Any]:
         z, g, g_sq, mean, i, diverged_at, key = carry
         key, noise_key, batch_key = jax.random.split(key, 3)
-        noise = _normal_like(noise_key, z)
+        noise = normal_like(noise_key, z)
         z_new = {k: z[k] - 0.5 * eps * g[k] + math.sqrt(eps) * noise[k] for k in z}
         idx = jax.random.randint(batch_key, (batch,), 0, n)
         (energy, loss), g_new = value_and_grad_u(z_new, idx)
@@ -308,9 +305,9 @@ def bare_diag_loop(
             mean = mean + (loss - init_loss - mean) / i
             scalars["mean_excess_loss"] = mean
         if "norms" in parts:
-            g_new_sq = _sq_norm(g_new)
+            g_new_sq = sq_norm(g_new)
             scalars["grad_norm"] = jnp.sqrt(g_new_sq)
-            scalars["distance"] = jnp.sqrt(_sq_norm({k: z_new[k] - center[k] for k in z}))
+            scalars["distance"] = jnp.sqrt(sq_norm({k: z_new[k] - center[k] for k in z}))
         else:
             g_new_sq = g_sq
         finite = None
@@ -337,7 +334,7 @@ def bare_diag_loop(
     def run(key: jax.Array):
         key, batch_key = jax.random.split(key)
         g = value_and_grad_u(center, jax.random.randint(batch_key, (batch,), 0, n))[1]
-        init = (center, g, _sq_norm(g), zero, jnp.zeros((), jnp.int32), jnp.array(-1, jnp.int32),
+        init = (center, g, sq_norm(g), zero, jnp.zeros((), jnp.int32), jnp.array(-1, jnp.int32),
                 key)
         carry, out = jax.lax.scan(step, init, None, length=steps)
         return carry, (out if collect else jnp.sum(out))
@@ -370,28 +367,18 @@ class LossOnlySGLD(slt.SGLD):
         return lambda x: x
 
 
-def mcmc_runner(problem: Problem, steps: int, config: str, kernel_class: type = slt.SGLD,
-                reuse_compilation: bool = True, thinning: int = 1, keep_draws: bool = True
-                ) -> tuple[Callable[[], None], MCMC]:
+def mcmc_variant(problem: Problem, steps: int, config: str, kernel_class: type = slt.SGLD,
+                 reuse_compilation: bool = True, thinning: int = 1, keep_draws: bool = True
+                 ) -> tuple[Callable[[], None], MCMC]:
     """A no-argument callable doing one full ``MCMC.run`` (blocking), and its MCMC object.
 
     With ``reuse_compilation=False`` each run compiles again, as NumPyro 0.22 ships.
     """
     options = {} if keep_draws else {"keep_draws": False}
     mcmc = MCMC(make_kernel(problem, config, kernel_class, **options), num_warmup=0,
-                num_samples=steps,
-                num_chains=1, thinning=thinning, progress_bar=False)
-    key = jax.random.PRNGKey(0)
-    jit_cache: dict[tuple, Callable] = {}
-
-    def run() -> None:
-        with (reuse_loop_compilation(jit_cache) if reuse_compilation
-              else contextlib.nullcontext()):
-            mcmc.run(key, problem.x, problem.y)
-        # group_by_chain=True: the stored arrays as they are (no flattening copy)
-        jax.block_until_ready((mcmc.get_samples(group_by_chain=True),
-                               mcmc.get_extra_fields(group_by_chain=True), mcmc.last_state))
-
+                num_samples=steps, num_chains=1, thinning=thinning, progress_bar=False)
+    run = mcmc_runner(mcmc, jax.random.PRNGKey(0), problem.x, problem.y,
+                      reuse_compilation=reuse_compilation)
     return run, mcmc
 
 
@@ -405,31 +392,7 @@ def kernel_loop(problem: Problem, steps: int) -> tuple[Callable[[], Any], slt.SG
     return (lambda: loop(state)), kernel
 
 
-# -- timing -----------------------------------------------------------------------------------
-
-
-def jitted_runner(run: Callable[[jax.Array], Any]) -> Callable[[], Any]:
-    """Compile ``run`` (without spending a run) and return a no-argument call of it."""
-    key = jax.random.PRNGKey(0)
-    compiled = run.lower(key).compile()
-    return lambda: compiled(key)
-
-
-def time_round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Wall-clock seconds of each ``fn()`` (blocking on its result), ``repeats`` times each.
-
-    Every function runs once untimed first (compilation, first-touch memory), then the timed runs
-    go round-robin over the functions, so that a background load hits all variants alike.
-    """
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
-    return times
+# -- timing the variants ---------------------------------------------------------------------
 
 
 def check_chain(mcmc: MCMC) -> dict[str, Any]:
@@ -459,14 +422,14 @@ def bench_problem(
                 bare_diag_loop(problem, steps, parts=CHEAP_DIAGNOSTICS))
             fns["bare+diag+collect"] = jitted_runner(bare_diag_loop(problem, steps, collect=True))
             fns["kernel loop"], kernel = kernel_loop(problem, steps)
-            fns["mcmc, loss only"] = mcmc_runner(problem, steps, config, LossOnlySGLD)[0]
+            fns["mcmc, loss only"] = mcmc_variant(problem, steps, config, LossOnlySGLD)[0]
             if mcmc_variants:
-                fns["mcmc, thinning=10"] = mcmc_runner(problem, steps, config, thinning=10)[0]
-        fns["mcmc"], mcmc = mcmc_runner(problem, steps, config)
-        fns["mcmc, keep_draws=False"] = mcmc_runner(problem, steps, config, keep_draws=False)[0]
+                fns["mcmc, thinning=10"] = mcmc_variant(problem, steps, config, thinning=10)[0]
+        fns["mcmc"], mcmc = mcmc_variant(problem, steps, config)
+        fns["mcmc, keep_draws=False"] = mcmc_variant(problem, steps, config, keep_draws=False)[0]
         if config == "plain" and breakdown:
             if mcmc_variants:
-                fns["mcmc, recompiling"] = mcmc_runner(problem, steps, config,
+                fns["mcmc, recompiling"] = mcmc_variant(problem, steps, config,
                                                        reuse_compilation=False)[0]
             fns["SGLD.init"] = partial(kernel.init, jax.random.PRNGKey(0), 0, None, args, {})
         times = time_round_robin(fns, repeats)
@@ -521,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="SGLD steps per timed run (default 1000; 200 with --quick)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure, >= 3")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke run (< 30 s)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown variants")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file for the results")
     args = parser.parse_args(argv)
@@ -549,15 +512,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + markdown_table(rows))
     if not args.no_breakdown:
         print("\nBreakdown (plain SGLD):\n\n" + breakdown_table(rows))
-    print(f"\ntotal {elapsed:.0f} s, load average {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after (2 busy cores read 2.0)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    load_after = os.getloadavg()
+    print("\n" + load_line(elapsed, load_before, load_after))
     meta = {"jax": jax.__version__, "numpyro": numpyro.__version__,
             "platform": jax.devices()[0].platform, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "steps": steps,
             "repeats": args.repeats, "quick": args.quick, "seconds": elapsed,
-            "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "load_average_before": load_before, "load_average_after": load_after}
+    write_results(args.out, {"meta": meta, "rows": rows})
     print(f"wrote {args.out}")
 
 
