@@ -52,6 +52,15 @@ def time_round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[st
     return times
 
 
+def reuse_loop_compilation(cache: dict):
+    """A context in which ``MCMC.run`` keeps its compiled sampling loop in ``cache`` and takes it
+    from there in later runs (numpyro-slt's workaround for NumPyro 0.22, which compiles the loop
+    again in every ``run``). The one place the benchmarks import it from numpyro-slt."""
+    from numpyro_slt._compile_cache import reuse_loop_compilation as reuse
+
+    return reuse(cache)
+
+
 def mcmc_runner(mcmc, key: jax.Array, *args: Any, reuse_compilation: bool = True,
                 drop_previous: bool = False) -> Callable[[], None]:
     """A no-argument call doing one full ``mcmc.run(key, *args)`` and waiting for its results
@@ -64,8 +73,6 @@ def mcmc_runner(mcmc, key: jax.Array, *args: Any, reuse_compilation: bool = True
     run, which NumPyro otherwise holds until that run has finished, so that the memory of a run
     is one run's.
     """
-    from numpyro_slt._compile_cache import reuse_loop_compilation
-
     cache: dict[tuple, Callable] = {}
 
     def run() -> None:

@@ -3,10 +3,10 @@
 Everything runs in one process, back to back, on the shipped default model (2 layers × 8 heads,
 d_model 64, d_head 16, n_ctx 64, vocabulary 1,024, pre-LN; 203,008 parameters) and on the token
 windows of ``numpyro_slt.study.study_data(...)["sampling"]`` (N windows of 64 tokens, so n counts
-N·63 predicted tokens). PyTorch runs a copy of the same weights (``benchmarks/torch_port.py``,
-checked to agree on per-token losses within 1e-4 before anything is timed). Common settings
-(DESIGN.md section 2, devinterp's convention): nβ = 30, γ = 300, ε = 1e-4, minibatch B = 16
-windows, chains run one after the other,
+N·63 predicted tokens), as ``workloads.py`` defines them. PyTorch runs a copy of the same weights
+(``torch_port.py``, checked to agree on per-token losses within 1e-4 before anything is timed).
+Common settings (the posterior and update of docs/formulas.md, devinterp's convention): nβ = 30,
+γ = 300, ε = 1e-4, minibatch B = 16 windows, chains run one after the other,
 
     U(w) = nβ·L_B(w) + (γ/2)·‖w − w*‖²,   w ← w − (ε/2)·∇U(w) + √ε·ξ.
 
@@ -23,8 +23,9 @@ a. **Time per SGLD step** of the whole model, median of ``repeats`` round-robin 
    written by hand; ``devinterp`` its own chain loop ``devinterp.slt.sampler.sample_single_chain``
    (DataLoader over a HuggingFace ``Dataset``, forward, backward, ``SGMCMC.sgld`` step);
    ``torch floor`` the same update written by hand in PyTorch. A devinterp chain starts with
-   a set-up of about 0.6 s, so its step is (t_N − t_5) / (N − 5) from a 5-step chain timed
-   alongside (the raw t_N / N is kept as ``devinterp, set-up included``).
+   a fixed set-up (copying the model, building its optimizer and data loader), so its step is
+   (t_N − t_5) / (N − 5) from a 5-step chain timed alongside (the raw t_N / N is kept as
+   ``devinterp, set-up included``).
 b. **LLC of the whole model**, ``llc_chains`` × ``llc_draws`` with no burn-in (devinterp's
    ``compute_llc`` averages every step, burn-in included, so all three average every step), wall
    time as a user sees it in a fresh process (JAX's in-memory caches are cleared before each
@@ -64,19 +65,17 @@ d. **Scaling**: wall time of a whole-model LLC run (1 chain, as shipped: compila
    t ∝ draws^b and the fixed and per-draw costs of t = t₀ + c·draws.
 
 Threads: the whole process runs on one core (``--pin``, the default; ``--no-pin`` lets it use
-all), so both frameworks get the same single core: XLA takes a second core whenever one is free
-(measured by ``benchmarks/scaling.py``: 8.4–9.1 ms of wall time for 14–16 ms of CPU time per step
-on 2 idle cores), which made earlier runs of this script a 2-core JAX against a 1-thread torch.
-PyTorch runs with one intra-op thread (``--torch-threads``; 0 keeps torch's default of one per
-core). With two OpenMP threads on two cores, torch spin-waits
-whenever another process holds a core: on a shared machine that made every torch step about 30×
-slower (700 ms instead of 23 ms for the hand-written step).
+all), so both frameworks get the same single core: XLA otherwise takes a second core whenever one
+is free, while torch runs one thread. PyTorch runs with one intra-op thread (``--torch-threads``;
+0 keeps torch's default of one per core): with one OpenMP thread per core, torch spin-waits
+whenever another process holds a core, which on a shared machine slows every torch step many
+times over. The measured effect of both is in docs/benchmarks.md.
 
 Usage (needs torch, devinterp and blackjax next to numpyro-slt: ``make bench`` builds that
 environment in ``build/venv-bench``)::
 
-    python benchmarks/devinterp_compare.py            # 11.5 min on 2 cores shared (load 4)
-    python benchmarks/devinterp_compare.py --quick    # 3.5 min on 2 cores shared (load 4)
+    python benchmarks/devinterp_compare.py            # the full run
+    python benchmarks/devinterp_compare.py --quick    # smaller sizes, a smoke run
     python benchmarks/devinterp_compare.py --heads 0:1 1:6 --out /tmp/compare.json
 """
 
@@ -84,17 +83,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
-from importlib import metadata
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,149 +97,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import (
+    environment,
+    jitted_runner,
+    load_line,
+    mcmc_runner,
+    normal_like,
+    pin_to_core,
+    power_fit,
+    reuse_loop_compilation,
+    set_torch_threads,
+    time_round_robin,
+    write_results,
+)
+from workloads import (
+    DEVINTERP_WARMUP_STEPS,
+    PACKAGES,
+    Settings,
+    Workload,
+    devinterp_chain,
+    devinterp_step_seconds,
+    hf_dataset,
+    jax_loss,
+    jax_potential,
+    load_workload,
+    numpyro_mcmc,
+    quiet_devinterp,
+    study_config,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "devinterp_compare.json"
-PACKAGES = ("numpyro-slt", "jax", "jaxlib", "numpyro", "equinox", "blackjax", "torch",
-            "devinterp", "datasets", "zarr", "numpy")
-
-
-# -- settings ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes of one benchmark run; the physics (nβ, γ, ε, B) is the same in every part."""
-
-    nbeta: float = 30.0
-    gamma: float = 300.0
-    step_size: float = 1e-4
-    batch_size: int = 16
-    sampling_sequences: int = 1024
-    steps: int = 200
-    repeats: int = 3
-    llc_chains: int = 4
-    llc_draws: int = 300
-    heads: tuple[str, ...] = ("0:1", "1:6")
-    # numpyro-slt also samples one more head of each layer: with the persistent compilation
-    # cache (what `numpyro-slt study` turns on) heads after the first of a layer compile nothing
-    further_heads: tuple[str, ...] = ("0:2", "1:5")
-    sus_chains: int = 4
-    sus_draws: int = 100
-    sus_warmup: int = 50
-    eval_sequences: int = 64
-    probe_sequences: int = 32
-    scaling_draws: tuple[int, ...] = (100, 200, 400)
-    seed: int = 0
-
-    @classmethod
-    def quick(cls) -> Settings:
-        return cls(steps=100, llc_chains=2, llc_draws=100, heads=("1:6",),
-                   further_heads=("1:5",), sus_chains=2,
-                   sus_draws=40, sus_warmup=10, eval_sequences=32, probe_sequences=16,
-                   scaling_draws=(50, 200))
-
-
-# -- the shared workload ----------------------------------------------------------------------
-
-
-@dataclass
-class Workload:
-    """The network, its PyTorch copy, and the token arrays every framework uses."""
-
-    network: Any
-    tokenizer: Any
-    torch_model: Any
-    data: dict[str, Any]
-    port_error: float
-
-    @property
-    def windows(self) -> np.ndarray:
-        return self.data["sampling"]
-
-
-def study_config(settings: Settings, **overrides: Any):
-    from numpyro_slt.study import StudyConfig
-
-    values = dict(nbeta=settings.nbeta, gamma=settings.gamma, step_size=settings.step_size,
-                  batch_size=settings.batch_size, sampling_sequences=settings.sampling_sequences,
-                  eval_sequences=settings.eval_sequences,
-                  probe_sequences=settings.probe_sequences, seed=settings.seed)
-    values.update(overrides)
-    return StudyConfig(**values)
-
-
-def load_workload(settings: Settings) -> Workload:
-    from numpyro_slt.nn.default import load_default
-    from numpyro_slt.study import study_data
-
-    from torch_port import check_port, from_equinox
-
-    network, tokenizer, _ = load_default()
-    data = study_data(network, tokenizer, study_config(settings))
-    module = from_equinox(network)
-    error = check_port(network, module, data["sampling"][: settings.batch_size])
-    return Workload(network, tokenizer, module, data, error)
-
-
-def hf_dataset(tokens: np.ndarray):
-    """A HuggingFace ``Dataset`` with an ``input_ids`` column, as devinterp expects."""
-    import datasets
-
-    return datasets.Dataset.from_dict({"input_ids": np.asarray(tokens, np.int64)}) \
-        .with_format("torch")
-
-
-@contextlib.contextmanager
-def quiet_devinterp() -> Iterator[None]:
-    """Silence devinterp's per-chain progress bars and its deprecation/no-output-path warnings."""
-    import devinterp.slt.sampler as sampler
-    from tqdm.auto import trange
-
-    original = sampler.trange
-    sampler.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        sampler.trange = original
-
-
-def sgld_kwargs(settings: Settings) -> dict[str, Any]:
-    """devinterp ``SGMCMC.sgld`` arguments for ε, nβ and γ."""
-    return dict(lr=settings.step_size, nbeta=settings.nbeta, localization=settings.gamma,
-                noise_level=1.0, weight_decay=0.0, bounding_box_size=None, save_metrics=False)
 
 
 # -- JAX pieces -------------------------------------------------------------------------------
-
-
-def jax_loss(work: Workload) -> Callable[[dict, jax.Array], jax.Array]:
-    """L_B(w): mean next-token loss of the windows ``idx`` at the site values ``w``."""
-    from numpyro_slt.nn.posterior import network_at
-
-    windows = jnp.asarray(work.windows)
-
-    def loss(w: dict, idx: jax.Array) -> jax.Array:
-        net = network_at(work.network, w)
-        return jnp.mean(jax.vmap(net.token_losses)(windows[idx]))
-
-    return loss
-
-
-def jax_potential(work: Workload, settings: Settings) -> Callable:
-    """(w, idx) ↦ (U(w), L_B(w)) with U = nβ·L_B + (γ/2)·‖w − w*‖²."""
-    from numpyro_slt.nn.posterior import parameter_sites
-
-    center = parameter_sites(work.network)
-    loss_fn = jax_loss(work)
-
-    def potential(w: dict, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
-        loss = loss_fn(w, idx)
-        prior = sum(jnp.sum((w[k] - center[k]) ** 2) for k in w)
-        return settings.nbeta * loss + 0.5 * settings.gamma * prior, loss
-
-    return potential
 
 
 def full_data_loss(work: Workload, chunk: int = 64) -> float:
@@ -257,11 +143,6 @@ def full_data_loss(work: Workload, chunk: int = 64) -> float:
     total = sum(float(loss_fn(center, jnp.arange(s, min(s + chunk, n)))) * (min(s + chunk, n) - s)
                 for s in range(0, n, chunk))
     return total / n
-
-
-def normal_like(key: jax.Array, tree: dict) -> dict:
-    keys = dict(zip(tree, jax.random.split(key, len(tree)), strict=True))
-    return {k: jax.random.normal(keys[k], v.shape, v.dtype) for k, v in tree.items()}
 
 
 def jax_floor(work: Workload, settings: Settings, steps: int) -> Callable[[], Any]:
@@ -282,48 +163,14 @@ def jax_floor(work: Workload, settings: Settings, steps: int) -> Callable[[], An
         return (w, key), loss
 
     run = jax.jit(lambda key: jax.lax.scan(step, (center, key), None, length=steps))
-    key = jax.random.PRNGKey(settings.seed)
-    compiled = run.lower(key).compile()
-    return lambda: compiled(key)
-
-
-def numpyro_posterior(work: Workload, settings: Settings, components=None):
-    import numpyro_slt as slt
-    from numpyro_slt.nn.posterior import language_model, parameter_sites
-
-    model = language_model(work.network, components, batch_size=settings.batch_size)
-    center = parameter_sites(work.network, components)
-    return slt.localize(slt.temper(model, settings.nbeta), center, settings.gamma)
-
-
-def numpyro_mcmc(work: Workload, settings: Settings, draws: int, chains: int = 1, *,
-                 keep_draws: bool = False, chain_method: str = "sequential"):
-    from numpyro.infer import MCMC
-
-    import numpyro_slt as slt
-
-    kernel = slt.SGLD(numpyro_posterior(work, settings), settings.step_size,
-                      keep_draws=keep_draws)
-    return MCMC(kernel, num_warmup=0, num_samples=draws, num_chains=chains,
-                chain_method=chain_method, progress_bar=False)
+    return jitted_runner(run, settings.seed)
 
 
 def numpyro_step_runner(work: Workload, settings: Settings) -> tuple[Callable[[], Any], float]:
     """A no-argument ``MCMC.run`` of ``settings.steps`` steps reusing its compiled loop, and the
     seconds of the first (compiling) run."""
-    sys.path.insert(0, str(HERE))
-    from numpyro_slt._compile_cache import reuse_loop_compilation
-
     mcmc = numpyro_mcmc(work, settings, settings.steps)
-    key, tokens = jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows)
-    cache: dict = {}
-
-    def run() -> Any:
-        with reuse_loop_compilation(cache):
-            mcmc.run(key, tokens)
-        return jax.block_until_ready((mcmc.get_extra_fields(group_by_chain=True),
-                                      mcmc.last_state))
-
+    run = mcmc_runner(mcmc, jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows))
     start = time.perf_counter()
     run()
     return run, time.perf_counter() - start
@@ -358,33 +205,7 @@ def torch_floor(work: Workload, settings: Settings, steps: int) -> Callable[[], 
     return run
 
 
-def devinterp_chain(work: Workload, settings: Settings, steps: int) -> Callable[[], Any]:
-    """devinterp's own chain loop (``sample_single_chain``) over the whole model."""
-    from devinterp.slt.config import SAMPLING_METHODS
-    from devinterp.slt.lm_loss import make_evaluate_fn
-    from devinterp.slt.sampler import sample_single_chain
-
-    dataset = hf_dataset(work.windows)
-    masks = {name: None for name, _ in work.torch_model.named_parameters()}
-
-    def run() -> None:
-        with quiet_devinterp():
-            sample_single_chain(work.torch_model, dataset, make_evaluate_fn(None), masks,
-                                num_draws=steps, sampling_method=SAMPLING_METHODS["sgmcmc_sgld"],
-                                sampling_method_kwargs=sgld_kwargs(settings), seed=settings.seed,
-                                dataloader_seed=settings.seed, batch_size=settings.batch_size)
-
-    return run
-
-
 # -- a. time per step -------------------------------------------------------------------------
-
-
-def time_round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each ``fn()``, ``repeats`` times, round-robin (after one untimed call each)."""
-    from sgld_overhead import time_round_robin as round_robin
-
-    return round_robin(fns, repeats)
 
 
 def part_step(work: Workload, settings: Settings) -> dict[str, Any]:
@@ -393,16 +214,16 @@ def part_step(work: Workload, settings: Settings) -> dict[str, Any]:
     fns = {"numpyro-slt MCMC": mcmc_run,
            "JAX floor": jax_floor(work, settings, steps),
            "devinterp": devinterp_chain(work, settings, steps),
-           "devinterp, 5 steps": devinterp_chain(work, settings, 5),
+           "devinterp, 5 steps": devinterp_chain(work, settings, DEVINTERP_WARMUP_STEPS),
            "torch floor": torch_floor(work, settings, steps)}
     times = time_round_robin(fns, settings.repeats)
     short = times.pop("devinterp, 5 steps")
     ms = {name: 1e3 * statistics.median(t) / steps for name, t in times.items()}
-    # a devinterp chain starts with a set-up (about 0.6 s: data loader, hooks) that is not
-    # per-step work: its step is (t_N − t_5) / (N − 5); the raw figure is kept beside it
+    # a devinterp chain starts with a set-up that is not per-step work: its step is
+    # (t_N − t_5) / (N − 5); the raw figure is kept beside it
     ms["devinterp, set-up included"] = ms["devinterp"]
-    ms["devinterp"] = 1e3 * (statistics.median(times["devinterp"]) - statistics.median(short)) \
-        / (steps - 5)
+    ms["devinterp"] = 1e3 * devinterp_step_seconds(statistics.median(times["devinterp"]),
+                                                   statistics.median(short), steps)
     return {"steps": steps, "repeats": settings.repeats, "ms_per_step": ms,
             "seconds": times, "devinterp_5_step_seconds": short,
             "mcmc_first_run_s": compile_seconds,
@@ -418,9 +239,6 @@ def numpyro_llc(work: Workload, settings: Settings, chains: int, draws: int,
     for every chain of a sequential run; ``compile_once`` reuses the first chain's compiled loop
     (what NumPyro does after pyro-ppl/numpyro#2171)."""
     import numpyro_slt as slt
-
-    sys.path.insert(0, str(HERE))
-    from numpyro_slt._compile_cache import reuse_loop_compilation
 
     jax.clear_caches()  # as in a fresh process: nothing compiled by an earlier part is reused
     start = time.perf_counter()
@@ -730,10 +548,9 @@ def part_susceptibility(work: Workload, settings: Settings, folder: Path) -> dic
 
 def fit_scaling(draws: list[int], seconds: list[float]) -> dict[str, float]:
     """Exponent b of t ∝ draws^b (least squares in log-log) and t = t₀ + c·draws."""
-    x, y = np.asarray(draws, float), np.asarray(seconds, float)
-    exponent = float(np.polyfit(np.log(x), np.log(y), 1)[0])
-    slope, intercept = np.polyfit(x, y, 1)
-    return {"exponent": exponent, "fixed_s": float(intercept), "ms_per_draw": 1e3 * float(slope)}
+    fit = power_fit(draws, seconds)
+    return {"exponent": fit["exponent"], "fixed_s": fit["intercept"],
+            "ms_per_draw": 1e3 * fit["slope"]}
 
 
 def part_scaling(work: Workload, settings: Settings, folder: Path) -> dict[str, Any]:
@@ -823,38 +640,6 @@ def detail_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def set_torch_threads(threads: int) -> None:
-    """Pin PyTorch's intra-op threads. One thread is the default of this benchmark: the JAX side
-    runs on one core for this model (its timings do not change with XLA limited to one thread),
-    and with two OpenMP threads on two cores torch spin-waits whenever another process holds a
-    core, which on a shared machine made every torch step 30× slower."""
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"python": platform.python_version(), "versions": versions, "cpu": cpu,
-            "cpus": os.cpu_count(), "cores_used": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(),
-            "jax_platform": jax.devices()[0].platform}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -870,14 +655,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="run on one core, so that JAX and torch get the same (default)")
     args = parser.parse_args(argv)
     if args.pin:  # before XLA and torch start their thread pools, which inherit it
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        pin_to_core()
     set_torch_threads(args.torch_threads)
     settings = Settings.quick() if args.quick else Settings()
     if args.heads:
         settings = replace(settings, heads=tuple(args.heads))
 
-    sys.path.insert(0, str(HERE))
-    env = environment()
+    env = environment(PACKAGES)
     print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}; "
           + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), flush=True)
     load = {"before": os.getloadavg()}
@@ -903,15 +687,11 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\n" + ratio_table(results) + "\n")
     print("\n".join(detail_lines(results)))
-    print(f"\ntotal {elapsed:.0f} s; load average {load['before'][0]:.2f} before, "
-          f"{load['after'][0]:.2f} after (2 busy cores read 2.0; more means a shared machine)")
+    print("\n" + load_line(elapsed, load["before"], load["after"]))
     meta = {**env, "settings": asdict(settings), "quick": args.quick, "seconds": elapsed,
             "part_seconds": seconds, "load_average": load, "port_max_loss_difference":
             work.port_error, "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results,
-                                    "table": ratio_table(results)}, indent=2, default=float)
-                        + "\n")
+    write_results(args.out, {"meta": meta, "results": results, "table": ratio_table(results)})
     print(f"wrote {args.out}")
 
 

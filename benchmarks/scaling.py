@@ -1,15 +1,14 @@
 """Scaling of whole-model SGLD, numpyro-slt against devinterp: time and peak memory against
 tokens per step, draws, chains and model width, with fitted exponents.
 
-Model, data and settings are those of ``devinterp_compare.py`` (whose helpers this script
-imports): the shipped default model (2 layers × 8 heads, d_model 64, d_head 16, n_ctx 64,
-vocabulary 1,024, pre-LN; 203,008 parameters) and its PyTorch copy (``torch_port.py``), the
-1,024 token windows of 64 tokens of ``study_data(...)["sampling"]``, nβ = 30, γ = 300, ε = 1e-4,
-one chain unless the sweep is over chains. numpyro-slt is
-``MCMC(slt.SGLD(model, ε, keep_draws=False), num_warmup=0)`` with its compiled loop reused
-between runs (``reuse_loop_compilation``); devinterp is its own chain loop
-``sample_single_chain`` (``dc.devinterp_chain``), chains one after the other as its ``sample``
-runs them with ``cores=1``.
+Model, data and settings are those of ``devinterp_compare.py``, both defined in ``workloads.py``:
+the shipped default model (2 layers × 8 heads, d_model 64, d_head 16, n_ctx 64, vocabulary 1,024,
+pre-LN; 203,008 parameters) and its PyTorch copy (``torch_port.py``), the 1,024 token windows of
+64 tokens of ``study_data(...)["sampling"]``, nβ = 30, γ = 300, ε = 1e-4, one chain unless the
+sweep is over chains. numpyro-slt is ``MCMC(slt.SGLD(model, ε, keep_draws=False), num_warmup=0)``
+with its compiled loop reused between runs (``reuse_loop_compilation``); devinterp is its own
+chain loop ``sample_single_chain`` (``workloads.devinterp_chain``), chains one after the other as
+its ``sample`` runs them with ``cores=1``.
 
 Sweeps (a point is one framework at one size; everything else at the defaults above):
 
@@ -31,14 +30,12 @@ so that each point's memory is its own (JAX on CPU, ``XLA_PYTHON_CLIENT_PREALLOC
 
 Threads: PyTorch runs with ``--torch-threads`` intra-op threads (default 1, as in
 ``devinterp_compare.py``); XLA runs as it is. XLA runs this model's step on both cores of a
-2-core machine when the second one is free (B = 16: 8.4–9.1 ms/step of wall time for 14–16 ms
-of CPU time) and on one when another job holds it (15–17 ms/step), so on a shared machine its
-wall time jumps by up to 2× from run to run. ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1`` does not change that with jaxlib 0.10.2 (8.71 ms/step for 14.98
-ms of CPU time on an idle machine). The CPU time of each run is therefore recorded and fitted
-beside the wall time: it stays close to the time on one core, whatever the threads. ``--pin``
-runs each point's process on one core (``sched_setaffinity`` to the core least busy when it
-starts), which makes the wall times one-core figures for both libraries.
+2-core machine when the second one is free and on one when another job holds it, so on a shared
+machine its wall time changes from run to run with the load; XLA's thread flags do not keep it
+on one thread (docs/benchmarks.md has the measurements). The CPU time of each run is therefore
+recorded and fitted beside the wall time: it stays close to the time on one core, whatever the
+threads. ``--pin`` runs each point's process on one core (``sched_setaffinity`` to the core
+least busy when it starts), which makes the wall times one-core figures for both libraries.
 
 - ``first_s``: numpyro-slt's first ``MCMC.run`` (tracing, compilation, L_n(w*) on the full
   data, the draws). devinterp has no compilation; it runs a 5-step warm-up chain instead.
@@ -49,10 +46,10 @@ starts), which makes the wall times one-core figures for both libraries.
   is recorded beside it: on a machine shared with other jobs the wall time grows when the
   process waits for a core, the CPU time much less.
 - ``step_ms`` (and ``cpu_step_ms``), the cost of one more step, used for the tokens and width
-  sweeps: numpyro-slt's ms/step; for devinterp (t_N − t_5) / (N − 5) from its chain of N steps
-  and its 5-step warm-up chain, because each devinterp chain starts with a set-up of about
-  0.6 s (``setup_s`` = t_5 − 5·step), which would otherwise add 20 ms to each of 30 steps.
-  (numpyro-slt's compiled run has no such cost: t = 0.00 s + 15.2 ms × draws.)
+  sweeps: numpyro-slt's ms/step (its compiled run has no fixed cost); for devinterp
+  (t_N − t_5) / (N − 5) from its chain of N steps and its 5-step warm-up chain, because each
+  devinterp chain starts with a fixed set-up (``setup_s`` = t_5 − 5·step) that would otherwise
+  be spread over the steps.
 - ``peak_mb``: the process's peak resident memory (VmHWM of ``/proc/self/status``, MiB) minus
   the peak of a baseline process of the same framework that only imports the libraries and
   loads the network and the data. It includes compilation (XLA for numpyro-slt).
@@ -72,8 +69,8 @@ Fits (least squares):
 
 Usage (needs the ``build/venv-bench`` environment of ``make bench``)::
 
-    python benchmarks/scaling.py            # 15 min on 2 cores shared (load average 3-4)
-    python benchmarks/scaling.py --quick    # 4 min, ditto; no chains sweep
+    python benchmarks/scaling.py            # every sweep
+    python benchmarks/scaling.py --quick    # fewer points and steps; no chains sweep
     python benchmarks/scaling.py --pin      # each point's process on one core
     python benchmarks/scaling.py --sweeps tokens width --out /tmp/s.json --plot /tmp/s.png
     python benchmarks/scaling.py --reanalyse benchmarks/results/scaling.json  # no measuring
@@ -97,15 +94,32 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from common import (  # noqa: E402  (after the environment variables above)
+    environment,
+    idlest_core,
+    load_line,
+    mcmc_runner,
+    power_fit,
+    set_torch_threads,
+    write_results,
+)
+from workloads import (  # noqa: E402
+    DEVINTERP_WARMUP_STEPS,
+    PACKAGES,
+    Settings,
+    Workload,
+    devinterp_chain,
+    devinterp_step_seconds,
+    load_workload,
+    network_of_width,
+    numpyro_mcmc,
+    study_config,
+)
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import devinterp_compare as dc  # noqa: E402
-
 DEFAULT_OUT = HERE / "results" / "scaling.json"
 DEFAULT_PLOT = HERE.parent / "docs" / "images" / "scaling.png"
 SWEEPS = ("tokens", "draws", "chains", "width")
-WARMUP_STEPS = 5  # devinterp's untimed warm-up chain
 OURS, KEEP, THEIRS = "numpyro-slt", "numpyro-slt keep_draws", "devinterp"
 VECTORIZED, SEQUENTIAL = "numpyro-slt vectorized", "numpyro-slt sequential"
 
@@ -127,7 +141,7 @@ class Sweeps:
 
     @classmethod
     def quick(cls) -> Sweeps:
-        # no chains sweep: its points cost 45 s, and --quick has to stay under 4 minutes
+        # no chains sweep: its points are the longest runs, and --quick is a smoke run
         return cls(batches=(4, 16), draws=(100, 200), chains=(), widths=(32, 64),
                    width_steps=20, repeats=1, baseline_runs=1)
 
@@ -154,71 +168,39 @@ def reset_peak() -> bool:
     return True
 
 
-def point_network(spec: dict[str, Any]):
-    """The default network, or a random one of width ``spec["d_model"]``."""
-    import jax
-
-    from numpyro_slt.nn import AttentionOnlyTransformer
-    from numpyro_slt.nn.default import load_default
-
-    network, tokenizer, _ = load_default()
-    if spec.get("d_model"):
-        d = spec["d_model"]
-        config = replace(network.config, d_model=d, d_head=d // 4)
-        network = AttentionOnlyTransformer(config, key=jax.random.PRNGKey(0))
-    return network, tokenizer
-
-
-def point_workload(spec: dict[str, Any], settings: dc.Settings, torch_threads: int) -> dc.Workload:
+def point_workload(spec: dict[str, Any], settings: Settings, torch_threads: int) -> Workload:
     """Imports, network and data of a point; the PyTorch copy only for devinterp."""
     import numpyro.infer  # noqa: F401  (imported here so that the baseline holds it)
 
     import numpyro_slt  # noqa: F401
-    from numpyro_slt.study import study_data
 
-    network, tokenizer = point_network(spec)
-    data = study_data(network, tokenizer, dc.study_config(settings))
-    torch_model = None
-    if spec["framework"] == "torch":
+    torch = spec["framework"] == "torch"
+    if torch:
         import devinterp.slt.lm_loss  # noqa: F401
         import devinterp.slt.sampler  # noqa: F401
 
-        from torch_port import from_equinox
-
-        dc.set_torch_threads(torch_threads)
-        torch_model = from_equinox(network)
-    return dc.Workload(network, tokenizer, torch_model, data, float("nan"))
+        set_torch_threads(torch_threads)
+    return load_workload(settings, spec.get("d_model"), torch=torch, check=False)
 
 
-def numpyro_run(work: dc.Workload, settings: dc.Settings, spec: dict[str, Any]):
-    """One ``MCMC.run`` plus reading its draws and statistics, reusing the compiled loop."""
+def numpyro_run(work: Workload, settings: Settings, spec: dict[str, Any]):
+    """One ``MCMC.run`` plus reading its draws and statistics, reusing the compiled loop and
+    dropping the previous run's draws first (so that a run's memory is one run's)."""
     import jax
     import jax.numpy as jnp
 
-    from numpyro_slt._compile_cache import reuse_loop_compilation
-
-    mcmc = dc.numpyro_mcmc(work, settings, spec["draws"], spec["chains"],
-                           keep_draws=spec["keep_draws"], chain_method=spec["chain_method"])
-    key, tokens = jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows)
-    cache: dict = {}
-
-    def run() -> None:
-        # NumPyro holds the last run's draws until the next run has finished: drop them first,
-        # so that a run's memory is one run's
-        mcmc._states = mcmc._states_flat = None
-        with reuse_loop_compilation(cache):
-            mcmc.run(key, tokens)
-        jax.block_until_ready((mcmc.get_samples(group_by_chain=True),
-                               mcmc.get_extra_fields(group_by_chain=True)))
-
+    mcmc = numpyro_mcmc(work, settings, spec["draws"], spec["chains"],
+                        keep_draws=spec["keep_draws"], chain_method=spec["chain_method"])
+    run = mcmc_runner(mcmc, jax.random.PRNGKey(settings.seed), jnp.asarray(work.windows),
+                      drop_previous=True)
     return run, run
 
 
-def devinterp_run(work: dc.Workload, settings: dc.Settings, spec: dict[str, Any]):
+def devinterp_run(work: Workload, settings: Settings, spec: dict[str, Any]):
     """A short warm-up chain, and ``chains`` devinterp chains one after the other (seeds s + c,
     as devinterp's ``sample`` with ``cores=1``)."""
-    warmup = dc.devinterp_chain(work, settings, WARMUP_STEPS)
-    chains = [dc.devinterp_chain(work, replace(settings, seed=settings.seed + c), spec["draws"])
+    warmup = devinterp_chain(work, settings, DEVINTERP_WARMUP_STEPS)
+    chains = [devinterp_chain(work, replace(settings, seed=settings.seed + c), spec["draws"])
               for c in range(spec["chains"])]
 
     def run() -> None:
@@ -231,7 +213,7 @@ def devinterp_run(work: dc.Workload, settings: dc.Settings, spec: dict[str, Any]
 def measure_point(spec: dict[str, Any], torch_threads: int) -> dict[str, Any]:
     """Run one point (see the module docstring) and return its figures."""
     start = time.perf_counter()
-    settings = replace(dc.Settings(), batch_size=spec["batch"])
+    settings = replace(Settings(), batch_size=spec["batch"])
     work = point_workload(spec, settings, torch_threads)
     out: dict[str, Any] = {"load_s": time.perf_counter() - start}
     if spec["sweep"] != "baseline":
@@ -266,20 +248,20 @@ def measure_point(spec: dict[str, Any], torch_threads: int) -> dict[str, Any]:
 
 def step_costs(point: dict[str, Any]) -> dict[str, Any]:
     """The cost of one more step, ``step_ms`` (wall) and ``cpu_step_ms``, and devinterp's set-up
-    per chain, ``setup_s``. numpyro-slt: the timed run over its draws (a run has no fixed cost
-    left once compiled: the draws sweep gives 0.00 s + 15.2 ms × draws). devinterp: every chain
-    starts with a set-up of about 0.6 s (``sample_single_chain`` copying the model and building
-    its optimizer and data loader), which would add 20 ms to each of 30 steps, so the step is
-    the difference between a chain of N steps and the 5-step warm-up chain, (t_N − t_5)/(N − 5),
-    and the set-up t_5 − 5·step."""
+    per chain, ``setup_s``. numpyro-slt: the timed run over its draws (a compiled run has no
+    fixed cost left). devinterp: every chain starts with a set-up (``sample_single_chain``
+    copying the model and building its optimizer and data loader) that would otherwise be spread
+    over the steps, so the step is the difference between a chain of N steps and the 5-step
+    warm-up chain, (t_N − t_5)/(N − 5), and the set-up t_5 − 5·step."""
     if point["framework"] == "jax":
         return {"step_ms": point["ms_per_step"], "cpu_step_ms": point["cpu_ms_per_step"],
                 "setup_s": None}
-    steps, chains = point["draws"] - WARMUP_STEPS, point["chains"]
-    step = (point["wall_s"] / chains - point["first_s"]) / steps
-    cpu = (point["cpu_s"] / chains - point.get("first_cpu_s", point["first_s"])) / steps
+    draws, chains = point["draws"], point["chains"]
+    step = devinterp_step_seconds(point["wall_s"] / chains, point["first_s"], draws)
+    cpu = devinterp_step_seconds(point["cpu_s"] / chains,
+                                 point.get("first_cpu_s", point["first_s"]), draws)
     return {"step_ms": 1e3 * step, "cpu_step_ms": 1e3 * cpu,
-            "setup_s": point["first_s"] - WARMUP_STEPS * step}
+            "setup_s": point["first_s"] - DEVINTERP_WARMUP_STEPS * step}
 
 
 def spec(sweep: str, series: str, x: float, *, batch: int = 16, draws: int = 100,
@@ -325,24 +307,6 @@ def plan(sweeps: Sweeps, names: list[str]) -> list[dict[str, Any]]:
     return [{**p, "repeats": repeats[same_run(p)]} for p in points]
 
 
-def idlest_core(seconds: float = 0.2) -> int:
-    """The core of this process's affinity set with the least busy time over ``seconds``."""
-    def busy() -> dict[int, int]:
-        out = {}
-        for line in Path("/proc/stat").read_text().splitlines():
-            name, *ticks = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                values = [int(t) for t in ticks]
-                out[int(name[3:])] = sum(values) - values[3] - values[4]  # minus idle, iowait
-        return out
-
-    allowed = os.sched_getaffinity(0)
-    before = busy()
-    time.sleep(seconds)
-    after = busy()
-    return min(allowed, key=lambda c: after.get(c, 0) - before.get(c, 0))
-
-
 def run_child(point: dict[str, Any], torch_threads: int, pin: bool = False) -> dict[str, Any]:
     """Run one point in a fresh process (on one core with ``pin``) and return its figures."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -367,22 +331,12 @@ def check_ports(widths: tuple[int, ...]) -> dict[str, float]:
 
     errors = {}
     for width in (None, *widths):
-        network, tokenizer = point_network({"d_model": width})
+        network, tokenizer = network_of_width(width)
         if width is None:
-            windows = study_data(network, tokenizer,
-                                 dc.study_config(dc.Settings()))["sampling"][:16]
+            windows = study_data(network, tokenizer, study_config(Settings()))["sampling"][:16]
         errors["default" if width is None else f"d_model {width}"] = check_port(
             network, from_equinox(network), windows)
     return errors
-
-
-def power_fit(x: list[float], y: list[float]) -> dict[str, float]:
-    """y = a·x^b by least squares in log-log, and y = y₀ + c·x."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    b, log_a = np.polyfit(lx, ly, 1)
-    slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
-    return {"exponent": float(b), "prefactor": float(np.exp(log_a)),
-            "intercept": float(intercept), "slope": float(slope)}
 
 
 def series(points: list[dict[str, Any]], sweep: str, name: str, key: str) -> tuple[list, list]:
@@ -588,8 +542,8 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     sweeps = Sweeps.quick() if args.quick else Sweeps()
-    dc.set_torch_threads(args.torch_threads)
-    env = dc.environment()
+    set_torch_threads(args.torch_threads)
+    env = environment(PACKAGES)
     env["pinned_to_one_core"] = args.pin
     print(f"{env['cpu']}, {env['cpus']} cpus, torch threads {env['torch_threads']}, "
           f"{'each point on one core' if args.pin else 'XLA threads as XLA chooses'}; "
@@ -601,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
 
     points: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
-    # a baseline process's peak varies by about ±15 MiB from run to run: median of 3
+    # a baseline process's peak varies from run to run: the median of ``baseline_runs``
     threads = (args.torch_threads, args.pin)
     baselines = {framework: [run_child(spec("baseline", name, 0), *threads)
                              ["peak_process_mb"] for _ in range(sweeps.baseline_runs)]
@@ -632,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
     elapsed = time.perf_counter() - start
     load["after"] = os.getloadavg()
-    meta = {**env, "sweeps": asdict(sweeps), "settings": asdict(dc.Settings()),
+    meta = {**env, "sweeps": asdict(sweeps), "settings": asdict(Settings()),
             "quick": args.quick, "seconds": elapsed, "sweep_seconds": seconds,
             "load_average": load, "baseline_peak_mb": baseline, "baseline_runs_mb": baselines,
             "port_max_loss_difference": ports,
@@ -646,11 +600,8 @@ def report(points: list[dict[str, Any]], meta: dict[str, Any], out: Path, plot_p
     table = tables(points, fitted)
     load = meta["load_average"]
     print("\n" + table)
-    print(f"\ntotal {meta['seconds']:.0f} s; load average {load['before'][0]:.2f} before, "
-          f"{load['after'][0]:.2f} after (2 busy cores read 2.0; more means a shared machine)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "points": points, "fits": fitted,
-                               "table": table}, indent=2, default=float) + "\n")
+    print("\n" + load_line(meta["seconds"], load["before"], load["after"]))
+    write_results(out, {"meta": meta, "points": points, "fits": fitted, "table": table})
     plot(points, plot_path, f"; torch threads {meta['torch_threads']}, "
          f"{'one core per point' if meta.get('pinned_to_one_core') else 'XLA threads its own'}")
     print(f"wrote {out} and {plot_path}")
