@@ -397,16 +397,18 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
     def xs(sweep: str) -> list:
         return sorted({p["x"] for p in points if p["sweep"] == sweep})
 
-    out = []
-    if xs("tokens"):
-        out += ["| B | tokens/step | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
+    def step_rows(sweep: str, titles: str, first_cells) -> list[str]:
+        """Rows of ms/step (CPU) of both frameworks, their ratio, devinterp's set-up and the
+        peak MiB of both at each point; ``first_cells(x, a, b)`` the two leading cells."""
+        rows = [f"| {titles} | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
                 "devinterp / numpyro-slt | devinterp set-up s | numpyro-slt MiB | "
                 "devinterp MiB |", "|" + "---:|" * 8]
-        for x in xs("tokens"):
-            a, b = get("tokens", OURS, x), get("tokens", THEIRS, x)
-            out.append(f"| {x // 64} | {x:,} | {step_cells(a, b)} | "
-                       f"{fmt(a.get('peak_mb'), 0)} | {fmt(b.get('peak_mb'), 0)} |")
-        out.append("")
+        for x in xs(sweep):
+            a, b = get(sweep, OURS, x), get(sweep, THEIRS, x)
+            rows.append(f"| {first_cells(x, a, b)} | {step_cells(a, b)} | "
+                        f"{fmt(a.get('peak_mb'), 0)} | {fmt(b.get('peak_mb'), 0)} |")
+        return rows + [""]
+
     def seconds_and_memory(sweep: str, columns: list[tuple[str, str]]) -> list[str]:
         """Rows of wall seconds and peak MiB of each (series, column title) at each point."""
         header = "| " + sweep + " | " + " | ".join(f"{title} s | MiB" for _, title in columns)
@@ -418,6 +420,9 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
                         + " |")
         return rows + [""]
 
+    out = []
+    if xs("tokens"):
+        out += step_rows("tokens", "B | tokens/step", lambda x, a, b: f"{x // 64} | {x:,}")
     if xs("draws"):
         out += seconds_and_memory("draws", [(OURS, "numpyro-slt"),
                                             (KEEP, "numpyro-slt keep_draws=True"),
@@ -427,15 +432,8 @@ def tables(points: list[dict[str, Any]], fitted: dict[str, Any]) -> str:
                                              (SEQUENTIAL, "numpyro-slt sequential"),
                                              (THEIRS, "devinterp")])
     if xs("width"):
-        out += ["| d_model | parameters | numpyro-slt ms/step (CPU) | devinterp ms/step (CPU) | "
-                "devinterp / numpyro-slt | devinterp set-up s | numpyro-slt MiB | "
-                "devinterp MiB |", "|" + "---:|" * 8]
-        for x in xs("width"):
-            a, b = get("width", OURS, x), get("width", THEIRS, x)
-            out.append(f"| {x} | {a.get('n_params', b.get('n_params', 0)):,} | "
-                       f"{step_cells(a, b)} | {fmt(a.get('peak_mb'), 0)} | "
-                       f"{fmt(b.get('peak_mb'), 0)} |")
-        out.append("")
+        out += step_rows("width", "d_model | parameters",
+                         lambda x, a, b: f"{x} | {a.get('n_params', b.get('n_params', 0)):,}")
     quantity = {"tokens": "ms/step ∝ tokens^b", "draws": "wall s ∝ draws^b",
                 "chains": "wall s ∝ chains^b", "width": "ms/step ∝ parameters^b"}
     out += ["| fit | series | b | b (CPU time) | y₀ + c·x | memory per draw |",
