@@ -56,7 +56,7 @@ def reuse_loop_compilation(cache: dict):
     """A context in which ``MCMC.run`` keeps its compiled sampling loop in ``cache`` and takes it
     from there in later runs (numpyro-slt's workaround for NumPyro 0.22, which compiles the loop
     again in every ``run``). The one place the benchmarks import it from numpyro-slt."""
-    from numpyro_slt._compile_cache import reuse_loop_compilation as reuse
+    from numpyro_slt.utils import reuse_loop_compilation as reuse
 
     return reuse(cache)
 

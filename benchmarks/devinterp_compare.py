@@ -343,8 +343,8 @@ def numpyro_susceptibilities(work: Workload, settings: Settings, folder: Path) -
     ``folder/study/runs/<head>.nc``, as devinterp writes its zarr store."""
     from jax.experimental.compilation_cache import compilation_cache
 
-    from numpyro_slt import use_compilation_cache
     from numpyro_slt.study import run_study
+    from numpyro_slt.utils import use_compilation_cache
 
     heads = settings.heads + settings.further_heads
     config = study_config(settings, components=heads, num_chains=settings.sus_chains,

@@ -17,7 +17,7 @@ per step of
   kernel's default collected fields. The whole ``run`` call is timed after a first call that
   compiles, so its fixed costs (``SGLD.init``, allocating the collection) count, spread over the
   steps. NumPyro 0.22 compiles the sampling loop again on *every* ``run`` with
-  ``progress_bar=False`` (see ``numpyro_slt._compile_cache``); **mcmc** excludes that
+  ``progress_bar=False`` (see ``numpyro_slt.utils``); **mcmc** excludes that
   recompilation, the breakdown row ``mcmc, recompiling`` shows MCMC as shipped.
 
 The ratio t_mcmc / t_bare is the overhead of the library; the project's goal is ≤ 1.05. Models:

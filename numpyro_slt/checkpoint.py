@@ -15,7 +15,11 @@ A run killed at any moment (SIGKILL included) resumes with ``resume=True`` and l
 segment in progress. Because each segment continues the chains from the saved state with the
 state's own random keys, the draws of a resumed run equal those of an uninterrupted run with the
 same seed, bit for bit on CPU. The sampling loop is compiled once for all segments of the same
-length (see :mod:`numpyro_slt._compile_cache`).
+length (see :mod:`numpyro_slt.utils`).
+
+The result is a :class:`CheckpointedRun`: the draws and statistics of the whole run, its last
+kernel state, and :meth:`CheckpointedRun.to_arviz`; :func:`numpyro_slt.llc` and
+:func:`numpyro_slt.check_chains` accept it as they accept a finished ``MCMC``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,69 @@ import xarray as xr
 from numpyro.infer import MCMC
 from numpyro.infer.mcmc import MCMCKernel
 
-from ._compile_cache import reuse_loop_compilation
+from ._arviz import from_groups, stats_dataset
 from ._io import atomic_write, atomic_write_path
+from ._validate import nonnegative_int, positive_int
+from .utils import reuse_loop_compilation
 
-__all__ = ["sample_checkpointed", "load_draws", "load_observed"]
+__all__ = ["sample_checkpointed", "CheckpointedRun", "load_draws", "load_observed"]
+
+
+@dataclass(frozen=True)
+class CheckpointedRun:
+    """Every draw of a :func:`sample_checkpointed` run, as if it had run in one piece.
+
+    Attributes:
+        samples: site → draws [chain, draw, ...] (empty when the run kept no draws).
+        extra_fields: per-draw kernel statistics [chain, draw, ...] (for SGLD: the loss, the
+            running mean excess loss and its count, nβ, L_n(w*), …).
+        last_state: the kernel state after the last draw (continue from it with
+            ``mcmc.post_warmup_state = run.last_state``).
+        directory: the folder the run lives in.
+    """
+
+    samples: dict[str, np.ndarray]
+    extra_fields: dict[str, Any]
+    last_state: Any
+    directory: Path
+
+    def get_samples(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
+        """The draws, as ``MCMC.get_samples``: [chain, draw, ...], or [chain·draw, ...]."""
+        return self.samples if group_by_chain else _merge_chains(self.samples)
+
+    def get_extra_fields(self, group_by_chain: bool = False) -> dict[str, Any]:
+        """The per-draw statistics, as ``MCMC.get_extra_fields``."""
+        return self.extra_fields if group_by_chain else _merge_chains(self.extra_fields)
+
+    def sample_stats_dataset(self) -> xr.Dataset:
+        """The statistics as an xarray Dataset with dims (chain, draw, ...)."""
+        return stats_dataset(self.extra_fields)
+
+    def observed(self) -> xr.Dataset:
+        """The observables written with the run (see ``observe`` of :func:`sample_checkpointed`)."""
+        return load_observed(self.directory)
+
+    def to_arviz(self) -> Any:
+        """ArviZ data of the installed ArviZ line (``InferenceData`` or ``DataTree``): the draws
+        and the observables (when the run has them) in ``posterior``, the statistics in
+        ``sample_stats``, both with chain and draw numbered 0, 1, …"""
+        parts = []
+        if self.samples:
+            parts.append(stats_dataset(self.samples))
+        if list(self.directory.glob("observed_*.nc")):
+            parts.append(self.observed())
+        if not parts:
+            raise ValueError("the run kept no draws and no observables: there is no posterior "
+                             "group; sample with keep_draws=True or observe=...")
+        posterior = parts[0] if len(parts) == 1 else xr.merge(parts)
+        stats = self.sample_stats_dataset()
+        stats = stats.assign_coords(chain=np.arange(stats.sizes["chain"]),
+                                    draw=np.arange(stats.sizes["draw"]))
+        return from_groups(posterior, stats)
+
+
+def _merge_chains(tree: dict[str, Any]) -> dict[str, Any]:
+    return jax.tree.map(lambda x: np.reshape(x, (-1, *np.shape(x)[2:])), tree)
 
 _SETTINGS = ("num_warmup", "num_samples", "num_chains", "chain_method", "thinning",
              "checkpoint_every", "seed", "keep_draws", "observed")
@@ -61,7 +125,7 @@ def sample_checkpointed(
     keep_draws: bool = True,
     jit_model_args: bool = False,
     **model_kwargs: Any,
-) -> MCMC:
+) -> CheckpointedRun:
     """Run ``MCMC(kernel, ...)`` writing draws to ``directory`` every ``checkpoint_every`` draws.
 
     :param kernel: an MCMC kernel, e.g. :class:`numpyro_slt.SGLD`.
@@ -86,16 +150,15 @@ def sample_checkpointed(
         loop instead of embedding them in it as constants. With large data (a study's cached
         activations are tens of MB) this cuts the compile time several-fold; every model
         argument must then be an array or a pytree of arrays.
-    :return: an ``MCMC`` whose ``get_samples``, ``get_extra_fields`` and ``az.from_numpyro`` cover
-        every draw of the run, as if it had run in one piece.
+    :return: a :class:`CheckpointedRun` whose ``get_samples``, ``get_extra_fields`` and
+        ``to_arviz()`` cover every draw of the run, as if it had run in one piece.
     """
     directory = Path(directory)
-    for name, value in (("num_samples", num_samples), ("checkpoint_every", checkpoint_every),
-                        ("thinning", thinning), ("num_chains", num_chains)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
-        raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+    num_samples = positive_int("num_samples", num_samples)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    thinning = positive_int("thinning", thinning)
+    num_chains = positive_int("num_chains", num_chains)
+    num_warmup = nonnegative_int("num_warmup", num_warmup)
     if num_samples % thinning:
         raise ValueError(f"num_samples={num_samples} must be a multiple of thinning={thinning}, "
                          "so that every segment keeps the same draws as one long run")
@@ -150,10 +213,8 @@ def sample_checkpointed(
                 on_segment(done)
     _write_json(directory / "run.json", {**settings, "complete": True})
     draws, stats = load_draws(directory)
-    mcmc._states = {mcmc._sample_field: draws, **stats}
-    mcmc._states_flat = None
-    mcmc._last_state = state
-    return mcmc
+    return CheckpointedRun(samples=draws, extra_fields=stats, last_state=state,
+                           directory=directory)
 
 
 def load_draws(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

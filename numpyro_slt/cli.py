@@ -78,10 +78,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _study(args) -> int:
-    from ._compile_cache import compilation_cache_for_run
     from .nn.default import load_default, load_model
     from .report.study_report import write_study
     from .study import StudyConfig, run_study
+    from .utils import compilation_cache_for_run
 
     overrides = {} if args.config is None else _read_json(args.config, "config")
     if args.components is not None:

@@ -2,7 +2,7 @@
 
 Each transform is a NumPyro effect handler (a :class:`numpyro.primitives.Messenger`), so it composes
 with NumPyro's own handlers and with the others. Together they turn a model with likelihood
-p(y | x, w) and any prior into the localized tempered posterior of DESIGN.md section 2,
+p(y | x, w) and any prior into the localized tempered posterior of docs/formulas.md,
 
     p(w) ∝ exp( −nβ·L_n(w) − (γ/2)·‖u(w) − u(w*)‖² ),
 
@@ -226,11 +226,11 @@ def _is_real(support: Any) -> bool:
 class restrict(Messenger):
     """Sample only the latent sites in ``sites``; freeze every other latent site.
 
-    This is the weight-restricted posterior of DESIGN.md: with w = (u, c) and c the selected sites,
-    p(c) ∝ exp(−nβ·L_n(u*, c) − (γ/2)‖c − c*‖²). A frozen site becomes a ``deterministic`` site
-    whose value is ``values[name]`` when given, otherwise its localization center (so apply
-    ``restrict`` outside :func:`localize`). Frozen sites are not sampled, not collected and
-    carry no prior term.
+    This is the weight-restricted posterior of docs/formulas.md: with w = (u, c) and c the
+    selected sites, p(c) ∝ exp(−nβ·L_n(u*, c) − (γ/2)‖c − c*‖²). A frozen site becomes a
+    ``deterministic`` site whose value is ``values[name]`` when given, otherwise its localization
+    center (so apply ``restrict`` outside :func:`localize`). Frozen sites are not sampled, not
+    collected and carry no prior term.
 
     :param model: a NumPyro model.
     :param sites: names of the latent sites to keep sampling (at least one).

@@ -2,8 +2,8 @@
 
 Susceptibilities, response PCA and the LLC are checked on random bounded inputs against independent
 numpy computations (two-pass covariances, eigenvalues of the covariance, direct step means) and
-against the invariances DESIGN.md section 2 implies: shifts, scalings, permutations of draws, rows
-and components.
+against the invariances the formulas of docs/formulas.md imply: shifts, scalings, permutations
+of draws, rows and components.
 """
 
 import numpy as np

@@ -17,6 +17,7 @@ from numpyro.infer import MCMC
 import numpyro_slt as slt
 from numpyro_slt.kernels import _model
 from numpyro_slt.known_models import least_squares, linear_model, make_linear_data
+from numpyro_slt.utils import reuse_loop_compilation
 
 
 def _posterior(x, y, batch_size=500, nbeta=None, gamma=10.0):
@@ -367,14 +368,14 @@ def _loop_compiles(run) -> int:
 
 def test_reuse_loop_compilation_compiles_sequential_chains_once(small_data):
     """NumPyro 0.22 compiles the loop again for every chain and every run (numpyro#2171);
-    inside slt.reuse_loop_compilation() it compiles once, with the same draws."""
+    inside reuse_loop_compilation() it compiles once, with the same draws."""
     x, y = small_data
     kernel = slt.SGLD(_posterior(x, y, batch_size=128), 1e-4)
     mcmc = MCMC(kernel, num_warmup=0, num_samples=50, num_chains=3, chain_method="sequential",
                 progress_bar=False)
     plain = _loop_compiles(lambda: mcmc.run(jax.random.PRNGKey(0), x, y))
     draws = mcmc.get_samples()["w"]
-    with slt.reuse_loop_compilation():
+    with reuse_loop_compilation():
         reused = _loop_compiles(lambda: [mcmc.run(jax.random.PRNGKey(0), x, y)
                                          for _ in range(2)])
     assert reused == 1 <= plain, (plain, reused)  # NumPyro 0.22: plain == 3
@@ -419,7 +420,7 @@ def test_use_compilation_cache_keeps_programs_on_disk(tmp_path):
         import os
         import jax, jax.numpy as jnp
         import numpyro_slt as slt
-        from numpyro_slt._compile_cache import compilation_cache_for_run
+        from numpyro_slt.utils import compilation_cache_for_run, use_compilation_cache
         jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()  # compiled before
         folder = {str(tmp_path / "cache")!r}
         with compilation_cache_for_run(folder, min_compile_seconds=0) as path:
@@ -428,9 +429,9 @@ def test_use_compilation_cache_keeps_programs_on_disk(tmp_path):
         assert os.listdir(folder), "nothing written"
         assert not jax.config.jax_compilation_cache_dir, "setting not restored"
         os.environ["NUMPYRO_SLT_COMPILATION_CACHE"] = "off"
-        assert slt.use_compilation_cache() is None
+        assert use_compilation_cache() is None
         try:
-            slt.use_compilation_cache(folder, min_compile_seconds=-1)
+            use_compilation_cache(folder, min_compile_seconds=-1)
         except ValueError as err:
             assert "min_compile_seconds" in str(err)
         else:

@@ -186,12 +186,12 @@ def test_study_result_structure_and_identities(study):
 def test_study_resumes_finished_components(study, tiny, monkeypatch):
     out, result = study
     _, network, tokenizer = tiny
-    import numpyro_slt.study as study_module
+    import numpyro_slt.study.sampling as sampling
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished component was sampled again")
 
-    monkeypatch.setattr(study_module, "_sample_component", refuse)
+    monkeypatch.setattr(sampling, "sample_component", refuse)
     again = run_study(network, tokenizer, TINY, out=out, progress=False)
     np.testing.assert_allclose(again.susceptibility["per_token"].values,
                                result.susceptibility["per_token"].values, rtol=1e-6)

@@ -174,9 +174,9 @@ def estimate_llc(
     """
     from numpyro.infer import MCMC
 
-    from .._compile_cache import reuse_loop_compilation
     from ..handlers import localize, temper
     from ..kernels import SGLD
+    from ..utils import reuse_loop_compilation
 
     posterior = localize(temper(model, nbeta), center, gamma)
     kernel = SGLD(posterior, step_size, control_variate=control_variate,

@@ -1,6 +1,6 @@
 """Susceptibilities and per-token contributions: pure functions of observables at the draws.
 
-Notation of DESIGN.md section 2. For a component C sampled with the weight-restricted posterior, at
+Notation of docs/formulas.md. For a component C sampled with the weight-restricted posterior, at
 every kept draw w = (u*, c) the caller evaluates
 
 - φ_C(w) = L_q(u*, c) − L_q(w*), the observable localized on C (``phi``: chain, draw);

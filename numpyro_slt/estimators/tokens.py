@@ -1,6 +1,6 @@
 """Reading a per-token response matrix: the tokens a component most expresses or suppresses.
 
-Sign convention of DESIGN.md section 2: χ^C_xy < 0 means component C *expresses* token y in
+Sign convention of docs/formulas.md: χ^C_xy < 0 means component C *expresses* token y in
 context x (moving C along the posterior lowers that token's loss together with the sampling
 loss); χ^C_xy > 0 means C *suppresses* it. So the top expressing tokens are the most negative
 entries of a column and the top suppressing tokens the most positive.

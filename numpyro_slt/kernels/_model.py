@@ -164,8 +164,8 @@ def _trace(model: Callable, args: tuple, kwargs: dict):
     """One trace of ``model`` for its structure: site names, marks, supports and plates.
 
     The model runs abstractly (``jax.eval_shape``: shapes only, nothing computed or
-    compiled); run eagerly, a network's forward pass dispatches and compiles op by op, which took
-    8.8 s of a 40 s LLC run on the default transformer. A model that needs concrete values (Python
+    compiled); run eagerly, a network's forward pass would dispatch and compile op by op, a large
+    share of a short run's fixed cost. A model that needs concrete values (Python
     control flow on its data) or whose supports depend on its data is traced eagerly instead.
     """
     captured: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Diagonal preconditioners for SGLD, in the style of Optax: a pair of pure functions.
 
 A preconditioner turns the gradient g = ∇U(w) into a diagonal metric G (one positive number per
-coordinate). The SGLD update of DESIGN.md section 2 then reads
+coordinate). The SGLD update of docs/formulas.md then reads
 
     w ← w − (ε/2)·G ⊙ ∇U(w) + √(ε·G) ⊙ ξ,   ξ ~ N(0, I).
 """

@@ -60,17 +60,6 @@ def _matrix_csv(path: Path, matrix: xr.DataArray, row_dim: str) -> Path:
     return _write_csv(path, [row_dim, *columns], rows)
 
 
-def _roles(result) -> dict[str, str]:
-    scores = result.head_scores
-    roles = {h: "induction" for h in result.acceptance.get("induction_heads", [])}
-    for h in result.acceptance.get("prefix_matching_heads", []):
-        roles.setdefault(h, "prefix matching only")
-    for head in scores["heads"]:
-        if head["head"].startswith("0:") and head["previous_token"] >= 0.3:
-            roles.setdefault(head["head"], "previous-token")
-    return roles
-
-
 def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
     """Write ``result`` (a :class:`~numpyro_slt.study.StudyResult`) to ``out``; return the path
     of ``report.html``."""
@@ -86,7 +75,7 @@ def write_study(result, out: str | os.PathLike, tokenizer) -> Path:
     tokens_matrix = chi["standardized"].transpose("token", "component")
     global_matrix = chi["global"].transpose("probe", "component")
     labels = chi["label"].values
-    roles = _roles(result)
+    roles = result.acceptance["roles"]
 
     # data
     data = chi.reset_coords()

@@ -1,18 +1,20 @@
-"""Compile less: reuse NumPyro's compiled sampling loop across ``MCMC.run`` calls, and keep
-compiled programs in JAX's persistent compilation cache.
+"""Utilities for compiling less: NumPyro's sampling loop reused across ``MCMC.run`` calls, and
+JAX's persistent compilation cache.
 
-NumPyro 0.22's ``fori_collect`` wraps its loop body in a fresh ``jax.jit`` at every call and hands
+:func:`reuse_loop_compilation` works around a NumPyro issue (pyro-ppl/numpyro#2171): up to
+NumPyro 0.22, ``fori_collect`` wraps its loop body in a fresh ``jax.jit`` at every call and hands
 it to the jitted loop as a static argument, so every ``MCMC.run(progress_bar=False)`` traces and
-compiles the whole loop again, 1–10 s on the models here (pyro-ppl/numpyro#2171, fixed upstream
-after 0.22.0). A run written in segments (:func:`~numpyro_slt.checkpoint.sample_checkpointed`)
-would pay that at every segment. Inside :func:`reuse_loop_compilation`, ``numpyro.util.maybe_jit``
-is memoised, so the same body gives the same jitted objects, and JAX's cache is hit.
+compiles the whole loop again, and a run written in segments
+(:func:`~numpyro_slt.checkpoint.sample_checkpointed`) would pay that at every segment. On those
+versions, inside the block, ``numpyro.util.maybe_jit`` is memoised so the same body gives the same
+jitted objects and JAX's cache is hit; on later versions (fixed upstream) it is left alone. On
+every version the block stacks sequential chains on the host (NumPyro stacks them in a compiled
+program per collected field).
 
 :func:`use_compilation_cache` turns on JAX's persistent compilation cache, which keys compiled
 programs on their content. A study's heads of one layer lower to the same programs (the head is
-data, see :func:`numpyro_slt.nn.posterior.head_offset_model`), so with the cache each layer's
-sampling loop, kernel init and observables compile once, not once per head; a rerun compiles
-nothing.
+data, see :func:`numpyro_slt.nn.restricted_posterior`), so with the cache each layer's sampling
+loop, kernel init and observables compile once, not once per head; a rerun compiles nothing.
 """
 
 from __future__ import annotations
@@ -29,17 +31,27 @@ import numpyro.infer.mcmc
 import numpyro.util
 from jax.experimental.compilation_cache import compilation_cache
 
-__all__ = ["reuse_loop_compilation", "use_compilation_cache", "compilation_cache_for_run"]
+__all__ = ["reuse_loop_compilation", "use_compilation_cache", "compilation_cache_for_run",
+           "LOOP_RECOMPILES"]
 
 CACHE_ENV = "NUMPYRO_SLT_COMPILATION_CACHE"
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:2] if part.isdigit())
+
+
+#: Whether the installed NumPyro recompiles its sampling loop at every ``MCMC.run`` (up to 0.22).
+LOOP_RECOMPILES = _version(numpyro.__version__) <= (0, 22)
+
+
 @contextlib.contextmanager
 def reuse_loop_compilation(cache: dict[tuple, Callable] | None = None) -> Iterator[None]:
-    """Within the block, ``numpyro.util.maybe_jit(fn, *args, **kwargs)`` returns the jitted
-    function made the first time for the same arguments (kept in ``cache``, a new dict by
-    default, dropped when the block ends), and sequential chains are stacked on the host.
-    Neither changes a draw."""
+    """Within the block, on NumPyro versions that recompile the loop (:data:`LOOP_RECOMPILES`),
+    ``numpyro.util.maybe_jit(fn, *args, **kwargs)`` returns the jitted function made the first
+    time for the same arguments (kept in ``cache``, a new dict by default, dropped when the block
+    ends); on every version sequential chains are stacked on the host. Neither changes a
+    draw."""
     cache = {} if cache is None else cache
     original = numpyro.util.maybe_jit
     original_laxmap = numpyro.infer.mcmc._laxmap
@@ -50,7 +62,8 @@ def reuse_loop_compilation(cache: dict[tuple, Callable] | None = None) -> Iterat
             cache[key] = original(fn, *args, **kwargs)
         return cache[key]
 
-    numpyro.util.maybe_jit = maybe_jit
+    if LOOP_RECOMPILES:
+        numpyro.util.maybe_jit = maybe_jit
     numpyro.infer.mcmc._laxmap = _sequential_chains
     try:
         yield
@@ -65,8 +78,8 @@ def _chain(xs: Any, index: jax.Array) -> Any:
 
 
 def _sequential_chains(fn: Callable, xs: Any) -> Any:
-    """NumPyro's sequential chain map, stacking the chains' results on the host: its
-    ``jnp.stack`` compiled one program per collected field (13 of them, 2 s on one core)."""
+    """NumPyro's sequential chain map, stacking the chains' results on the host (NumPyro's
+    ``jnp.stack`` compiles one program per collected field)."""
     count = jax.tree.leaves(xs)[0].shape[0]
     results = [fn(_chain(xs, i)) for i in range(count)]
     return jax.tree.map(lambda *chains: jax.device_put(np.stack([np.asarray(c) for c in chains])),
@@ -85,7 +98,7 @@ def use_compilation_cache(directory: str | os.PathLike | None = None,
         (``jax_compilation_cache_dir``) is kept and returned.
     """
     if not min_compile_seconds >= 0:
-        raise ValueError(f"min_compile_seconds must be >= 0, got {min_compile_seconds!r}")
+        raise ValueError(f"min_compile_seconds must be >= 0, got {min_compile_seconds!r}.")
     configured = jax.config.jax_compilation_cache_dir
     if configured:
         return Path(configured)

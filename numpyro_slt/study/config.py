@@ -1,0 +1,119 @@
+"""The settings of a study (:class:`StudyConfig`) and the components it samples by default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .._config import checked_fields
+from .._validate import fraction, nonnegative_int, nonnegative_number, positive_int, positive_number
+
+__all__ = ["StudyConfig", "default_components"]
+
+CHAIN_METHODS = ("sequential", "vectorized", "parallel")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of :func:`~numpyro_slt.study.run_study`. The defaults follow the paper's per-token
+    runs (γ = 300, nβ = 30, ε = 1e-3, batch 16, 4 chains), with 200 draws kept every 10th step
+    so that the draws of φ_C are close to independent (docs/study.md).
+
+    Attributes:
+        components: components to sample (None: every head, ``"embed"`` and ``"unembed"``).
+        nbeta: nβ of the tempered posterior.
+        gamma: localization strength γ.
+        step_size: SGLD step size ε.
+        batch_size: sequences per SGLD minibatch.
+        num_chains, num_draws: chains per component and kept draws per chain.
+        num_warmup: SGLD steps discarded before the first kept draw.
+        thinning: SGLD steps per kept draw.
+        sampling_sequences: windows of the sampling distribution q the posterior conditions on.
+        eval_sequences: windows of the fixed evaluation set for L_q.
+        probe_sequences: windows per probe distribution.
+        repeat_fraction, random_fraction: share of q's windows with a repeated segment, and share
+            of those segments that are random tokens (the default model's training mixture).
+        seed: seed of the data and of the chains.
+        chain_method: ``"sequential"``, ``"vectorized"`` or ``"parallel"`` (NumPyro's).
+        fast_path: cache what the frozen part of the network computes on the data once and run
+            only the sampled part and what lies downstream, per step and per draw (same
+            estimates up to float rounding; see :func:`~numpyro_slt.nn.restricted_posterior`).
+        checkpoint_every: kept draws per segment of a component's run: the observables of each
+            segment are evaluated and written to disk as soon as it is sampled, so an
+            interrupted study loses at most this many draws of the component in progress.
+    """
+
+    components: tuple[str, ...] | None = None
+    nbeta: float = 30.0
+    gamma: float = 300.0
+    step_size: float = 1e-3
+    batch_size: int = 16
+    num_chains: int = 4
+    num_draws: int = 200
+    num_warmup: int = 200
+    thinning: int = 10
+    sampling_sequences: int = 4096
+    eval_sequences: int = 64
+    probe_sequences: int = 16
+    repeat_fraction: float = 0.5
+    random_fraction: float = 0.5
+    seed: int = 0
+    chain_method: str = "vectorized"
+    fast_path: bool = True
+    checkpoint_every: int = 20
+
+    def __post_init__(self) -> None:
+        checks = {
+            positive_int: ("batch_size", "num_chains", "num_draws", "thinning",
+                           "sampling_sequences", "eval_sequences", "probe_sequences",
+                           "checkpoint_every"),
+            nonnegative_int: ("num_warmup", "seed"),
+            positive_number: ("nbeta", "step_size"),
+            nonnegative_number: ("gamma",),
+            fraction: ("repeat_fraction", "random_fraction"),
+        }
+        for check, names in checks.items():
+            for name in names:
+                check(f"StudyConfig.{name}", getattr(self, name))
+        if self.batch_size > self.sampling_sequences:
+            raise ValueError(f"StudyConfig.batch_size ({self.batch_size}) exceeds "
+                             f"sampling_sequences ({self.sampling_sequences}).")
+        if not isinstance(self.fast_path, bool):
+            raise ValueError(f"StudyConfig.fast_path must be true or false, got "
+                             f"{self.fast_path!r}.")
+        if self.chain_method not in CHAIN_METHODS:
+            raise ValueError("StudyConfig.chain_method must be 'sequential', 'vectorized' or "
+                             f"'parallel', got {self.chain_method!r}.")
+        if self.components is not None:
+            if not isinstance(self.components, tuple | list) or not self.components or not all(
+                    isinstance(c, str) for c in self.components):
+                raise ValueError("StudyConfig.components must be a non-empty tuple of component "
+                                 f"names such as ('1:6', 'embed'), got {self.components!r}.")
+            object.__setattr__(self, "components", tuple(self.components))
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> StudyConfig:
+        """A small study (2 chains × 80 draws every 5th step, 8 sequences per probe) for a first
+        look in a few minutes; its per-token estimates are noisy."""
+        settings = dict(num_chains=2, num_draws=80, thinning=5, num_warmup=50,
+                        probe_sequences=8, eval_sequences=32, sampling_sequences=1024)
+        settings.update(overrides)
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["components"] = None if self.components is None else list(self.components)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        data = checked_fields(cls, data)
+        if isinstance(data.get("components"), list):
+            data["components"] = tuple(data["components"])
+        return cls(**data)
+
+
+def default_components(network) -> list[str]:
+    """Every head ``"L:H"``, then ``"embed"`` and ``"unembed"``."""
+    c = network.config
+    return [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)] + ["embed", "unembed"]
