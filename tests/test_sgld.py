@@ -316,7 +316,8 @@ def test_parallel_chains_in_a_fresh_process_with_two_host_devices(tmp_path):
 
 def test_mala_estimate_equals_its_long_form():
     """a = −ΔU_trapezoid + log q(z|z') − log q(z'|z) collapses to (ε/8)·Σ G(g² − g'²)."""
-    from numpyro_slt.kernels.sgld import _mala_acceptance, _weighted_sq_norm
+    from numpyro_slt.kernels._steps import mala_acceptance as _mala_acceptance
+    from numpyro_slt.kernels._steps import weighted_sq_norm as _weighted_sq_norm
 
     rng = np.random.default_rng(0)
     z, z_new, g = (rng.normal(size=7) for _ in range(3))

@@ -22,21 +22,28 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from functools import partial
-from itertools import product
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from numpyro.infer import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
 from . import _model
+from ._steps import (
+    draw_indices,
+    mala_acceptance,
+    no_draws,
+    norm,
+    normal_like,
+    reference_loss,
+    sq_norm,
+    weighted_sq_norm,
+)
 from .preconditioners import Preconditioner, _Identity, identity
 
 __all__ = ["SGLD", "SGLDState"]
@@ -241,7 +248,7 @@ class SGLD(MCMCKernel):
         else:
             info = self._setup(model_args, model_kwargs or {})
         if not self.keep_draws:
-            return _no_draws
+            return no_draws
         return partial(_model.constrain, info)
 
     # -- setup shared by all chains -----------------------------------------------------------
@@ -280,43 +287,11 @@ class SGLD(MCMCKernel):
 
     def _reference_loss(self, info, reference, model_args, model_kwargs) -> float:
         """L_n(w*) on the full data (chunked by the plates' minibatch sizes) or on k batches."""
-        # the data are arguments, not constants baked into the program (see ``init``)
-        loss_of = eqx.filter_jit(
-            lambda z, idx, args, kwargs: _model.energy_and_loss(info, args, kwargs, z, idx)[1]
-        )
-
-        def loss_fn(z, idx):
-            return loss_of(z, idx, model_args, model_kwargs)
-
-        plates = info.subsampled_plates
-        if self.init_loss_batches is not None:
-            keys = jax.random.split(jax.random.PRNGKey(0), self.init_loss_batches)
-            losses = [float(loss_fn(reference, self._draw_indices(info, k))) for k in keys]
-            return float(np.mean(losses))
-        chunks = {
-            name: [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
-            for name, (n, b) in plates.items()
-        }
-        total = 0.0
-        with warnings.catch_warnings():  # a short last chunk is intended, NumPyro warns about it
-            warnings.filterwarnings("ignore", message="subsample_size does not match len")
-            for combo in product(*chunks.values()):
-                indices = {name: jnp.asarray(idx) for name, idx in zip(chunks, combo,
-                                                                       strict=True)}
-                weight = math.prod(len(idx) / plates[name][0] for name, idx in zip(chunks, combo,
-                                                                                      strict=True))
-                total += weight * float(loss_fn(reference, indices))
-        return total
+        return reference_loss(info, reference, model_args, model_kwargs,
+                              batches=self.init_loss_batches, minibatch=self.minibatch)
 
     def _draw_indices(self, info: _model.ModelInfo, rng_key) -> dict[str, jnp.ndarray]:
-        indices = {}
-        for name, (size, batch) in info.subsampled_plates.items():
-            rng_key, key = jax.random.split(rng_key)
-            if self.minibatch == "with_replacement":
-                indices[name] = jax.random.randint(key, (batch,), 0, size)
-            else:
-                indices[name] = jax.random.choice(key, size, (batch,), replace=False)
-        return indices
+        return draw_indices(info.subsampled_plates, self.minibatch, rng_key)
 
     # -- MCMCKernel ---------------------------------------------------------------------------
 
@@ -362,7 +337,7 @@ class SGLD(MCMCKernel):
         key, batch_key = jax.random.split(key)
         value_and_grad = self._value_and_grad(info, model_args, model_kwargs)
         (energy, loss), grad = value_and_grad(z, self._draw_indices(info, batch_key))
-        grad_sq = _sq_norm(grad)
+        grad_sq = sq_norm(grad)
         finite = jnp.isfinite(energy) & jnp.isfinite(loss) & jnp.isfinite(grad_sq)
         return SGLDState(
             i=jnp.array(0, dtype=jnp.int32),
@@ -375,7 +350,7 @@ class SGLD(MCMCKernel):
             init_loss=jnp.asarray(init_loss, dtype=loss.dtype),
             nbeta=jnp.asarray(info.nbeta, dtype=loss.dtype),
             grad_norm=jnp.sqrt(grad_sq),
-            distance=_norm(jax.tree.map(jnp.subtract, z, reference)),
+            distance=norm(jax.tree.map(jnp.subtract, z, reference)),
             mala_accept=jnp.ones_like(loss),
             diverging=~finite,
             diverged_at=jnp.where(finite, -1, 0).astype(jnp.int32),
@@ -406,7 +381,7 @@ class SGLD(MCMCKernel):
         key, noise_key, batch_key = jax.random.split(state.rng_key, 3)
 
         metric, precond_state = self.preconditioner.update(state.z_grad, state.precond_state)
-        noise = _normal_like(noise_key, state.z)
+        noise = normal_like(noise_key, state.z)
         z_new = jax.tree.map(
             lambda z, g, G, xi: z - 0.5 * eps * G * g + jnp.sqrt(eps * G) * xi,
             state.z, state.z_grad, metric, noise,
@@ -417,12 +392,12 @@ class SGLD(MCMCKernel):
             baseline = _model.energy_and_loss(info, model_args, model_kwargs, reference, indices)[1]
         else:
             baseline = state.init_loss
-        grad_sq = _sq_norm(grad)
+        grad_sq = sq_norm(grad)
         if self._identity_metric:
-            mala_accept = _mala_acceptance(jnp.square(state.grad_norm), grad_sq, eps)
+            mala_accept = mala_acceptance(jnp.square(state.grad_norm), grad_sq, eps)
         else:
-            mala_accept = _mala_acceptance(_weighted_sq_norm(metric, state.z_grad),
-                                           _weighted_sq_norm(metric, grad), eps)
+            mala_accept = mala_acceptance(weighted_sq_norm(metric, state.z_grad),
+                                           weighted_sq_norm(metric, grad), eps)
 
         i = state.i + 1
         counted = i > self._num_warmup
@@ -447,55 +422,10 @@ class SGLD(MCMCKernel):
             init_loss=state.init_loss,
             nbeta=state.nbeta,
             grad_norm=jnp.sqrt(grad_sq),
-            distance=_norm(jax.tree.map(jnp.subtract, z_new, reference)),
+            distance=norm(jax.tree.map(jnp.subtract, z_new, reference)),
             mala_accept=mala_accept,
             diverging=~finite,
             diverged_at=diverged_at.astype(jnp.int32),
             precond_state=precond_state,
             rng_key=key,
         )
-
-
-def _mala_acceptance(grad_sq_weighted, grad_new_sq_weighted, eps):
-    """min(1, exp(a)) with a = −ΔU + log q(z|z') − log q(z'|z) and ΔU by the trapezoid rule.
-
-    With d = z' − z, the forward residual f = d + (ε/2)·G·g and the backward residual
-    b = −d + (ε/2)·G·g', log q(z|z') − log q(z'|z) = Σ (f² − b²)/(2εG) = ½(g + g')·d
-    + (ε/8)·Σ G·(g² − g'²). Subtracting ΔU ≈ ½(g + g')·d leaves a = (ε/8)·Σ G·(g² − g'²): two
-    G-weighted squared gradient norms, no extra pass over the parameters.
-    """
-    log_ratio = 0.125 * eps * (grad_sq_weighted - grad_new_sq_weighted)
-    return jnp.exp(jnp.minimum(log_ratio, 0.0))
-
-
-def _weighted_sq_norm(metric, grad) -> jnp.ndarray:
-    """Σ G·g² over all leaves."""
-    return sum(jnp.sum(G * g * g) for G, g in zip(jax.tree.leaves(metric), jax.tree.leaves(grad),
-                                                   strict=True))
-
-
-def _no_draws(z):
-    return {}
-
-
-def _normal_like(key, tree):
-    """ξ ~ N(0, I) shaped like ``tree``: one draw of all the parameters, cut into the leaves
-    (one random-number generator in the compiled loop instead of one per leaf, which compiles
-    faster)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    dtype = jnp.result_type(*leaves)
-    sizes = [math.prod(x.shape) for x in leaves]
-    flat = jax.random.normal(key, (sum(sizes),), dtype)
-    starts = np.cumsum([0, *sizes[:-1]])
-    return jax.tree.unflatten(treedef, [
-        flat[start:start + size].reshape(x.shape).astype(x.dtype)
-        for x, start, size in zip(leaves, starts, sizes, strict=True)
-    ])
-
-
-def _sq_norm(tree) -> jnp.ndarray:
-    return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
-
-
-def _norm(tree) -> jnp.ndarray:
-    return jnp.sqrt(_sq_norm(tree))

@@ -104,18 +104,14 @@ def run_study(
     with _timed(seconds, "total"):
         with _timed(seconds, "data"):
             data = study_data(network, tokenizer, config)
-        store = RunStore(out, study_settings(network, config), resume)
-        try:
-            with _timed(seconds, "sampling"):
-                runs = sample_components(network, components, data, config, store,
-                                         progress=progress, on_component=on_component)
-        finally:
-            store.close()
+        with (RunStore(out, study_settings(network, config), resume) as store,
+              _timed(seconds, "sampling")):
+            runs = sample_components(network, components, data, config, store,
+                                     progress=progress, on_component=on_component)
         with _timed(seconds, "estimators"):
             found = analyse(network, tokenizer, runs, data["probes"])
-    paths = {name: str(store.path(name)) for name in components if store.path(name) is not None}
     return StudyResult(config=config, components=components, probes=data["probes"],
-                       seconds=seconds, runs=paths, **found)
+                       seconds=seconds, runs=store.paths(components), **found)
 
 
 def _checked_config(config: StudyConfig | None) -> StudyConfig:

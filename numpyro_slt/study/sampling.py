@@ -110,9 +110,21 @@ class RunStore:
             write_run(data, path, {SETTINGS_ATTR: self.settings})
         shutil.rmtree(self.segments(component), ignore_errors=True)
 
+    def paths(self, components: Sequence[str]) -> dict[str, str]:
+        """Component → its finished run's file (empty without ``out``)."""
+        return {name: str(self.path(name)) for name in components
+                if self.path(name) is not None}
+
     def close(self) -> None:
+        """Remove the temporary segment folder (without ``out``)."""
         if self._scratch is not None:
             self._scratch.cleanup()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def sample_component(network, component: str, data: dict[str, Any], config: StudyConfig,
