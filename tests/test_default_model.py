@@ -10,6 +10,7 @@ from numpyro.infer import MCMC
 
 import numpyro_slt as slt
 from numpyro_slt.cli import main
+from numpyro_slt.data.synthetic import repeated_random_tokens
 from numpyro_slt.nn import copy_ablation, copy_losses, induction_scores, previous_token_scores
 from numpyro_slt.nn.default import (
     DEFAULT_DIR,
@@ -18,7 +19,6 @@ from numpyro_slt.nn.default import (
     load_default,
     load_model,
 )
-from numpyro_slt.nn.induction import repeated_random_tokens
 from numpyro_slt.nn.posterior import language_model, parameter_sites
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from numpyro_slt.data.synthetic import induction_mixture, repeated_random_tokens
 from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig
 from numpyro_slt.nn.induction import (
     _ablated_copy_losses,
@@ -19,7 +20,6 @@ from numpyro_slt.nn.induction import (
     copy_losses,
     induction_scores,
     previous_token_scores,
-    repeated_random_tokens,
     score_from_patterns,
     score_table,
 )
@@ -27,7 +27,6 @@ from numpyro_slt.nn.train import (
     CHECKPOINT_JSON,
     TrainConfig,
     batch_at,
-    induction_mixture,
     learning_rate_schedule,
     load_checkpoint,
     train,

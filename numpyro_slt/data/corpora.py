@@ -23,7 +23,7 @@ Genres (:data:`GENRES`):
     Licence: PSF-2.0.
 ``"math"``
     Synthetic DM-Mathematics-style arithmetic questions with their answers, generated from the seed
-    by :func:`numpyro_slt.data.probes.arithmetic_problems`. No third-party text; no licence.
+    by :func:`numpyro_slt.data.synthetic.arithmetic_problems`. No third-party text; no licence.
 
 Order: the candidate files are sorted, then shuffled with ``random.Random(seed)``; texts are taken
 in that order until ``max_chars`` characters are collected (the last one cut to fit).
@@ -39,6 +39,9 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .._validate import positive_int
+from .synthetic import arithmetic_texts
 
 GENRES: tuple[str, ...] = ("code", "legal", "prose", "math")
 
@@ -71,12 +74,9 @@ def check_genre(genre: str) -> str:
     return genre
 
 
-def _check_budget(max_chars: int | None) -> None:
-    if max_chars is not None and (not isinstance(max_chars, int) or max_chars <= 0):
-        raise ValueError(
-            f"max_chars={max_chars!r} must be a positive integer (a character budget) or None "
-            "for the whole corpus."
-        )
+def _check_budget(max_chars: int | None) -> int | None:
+    """``max_chars`` as a positive int (a character budget), or None for the whole corpus."""
+    return None if max_chars is None else positive_int("max_chars", max_chars)
 
 
 def _stdlib_dir() -> Path:
@@ -193,19 +193,17 @@ def genre_corpus(genre: str, max_chars: int | None = 200_000, seed: int = 0) -> 
     given ``seed`` and the Python installation.
     """
     check_genre(genre)
-    _check_budget(max_chars)
+    max_chars = _check_budget(max_chars)
     rng = random.Random(seed)
     corpus = Corpus(genre)
     if genre == "math":
-        from .probes import arithmetic_texts
-
         target = max_chars if max_chars is not None else 200_000
         batch = 0
         while corpus.num_chars < target:
             texts = arithmetic_texts(500, seed=seed * 100_003 + batch)
             batch += 1
             for i, text in enumerate(texts):
-                prov = {"source": f"numpyro_slt.data.probes.arithmetic_texts(seed={seed}, "
+                prov = {"source": f"numpyro_slt.data.synthetic.arithmetic_texts(seed={seed}, "
                         f"batch={batch - 1}, index={i})", "package": "numpyro-slt",
                         "license": "synthetic (no third-party text)"}
                 if _take(corpus, text, prov, target):

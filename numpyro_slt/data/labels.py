@@ -1,4 +1,4 @@
-"""Token pattern labels used to read per-token susceptibilities (DESIGN.md section 2).
+"""Token pattern labels used to read per-token susceptibilities.
 
 Every token of a sequence gets exactly one label from :data:`LABELS`. The token's text is its
 bytes (byte-level BPE token strings mapped back through the GPT-2 byte alphabet, so a leading

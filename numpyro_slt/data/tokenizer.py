@@ -18,6 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .._io import atomic_write_path
+from .._validate import positive_int
 from .corpora import GENRES, check_genre, genre_texts
 
 EOS_TOKEN = "<|endoftext|>"
@@ -51,13 +52,13 @@ def train_tokenizer(
     arguments and the Python installation. ``vocab_size`` is an upper bound: the trainer stops
     earlier when no pair occurs ``min_frequency`` times.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < _MIN_VOCAB:
+    vocab_size = positive_int("vocab_size", vocab_size)
+    if vocab_size < _MIN_VOCAB:
         raise ValueError(
             f"vocab_size={vocab_size!r} must be an integer >= {_MIN_VOCAB} (256 byte tokens plus "
             "the end-of-text token)."
         )
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0:
-        raise ValueError(f"max_chars={max_chars!r} must be a positive integer (character budget).")
+    max_chars = positive_int("max_chars", max_chars)
     texts = _training_texts(genres, max_chars, seed)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

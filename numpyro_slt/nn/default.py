@@ -38,9 +38,13 @@ import numpy as np
 
 from .._config import checked_fields
 from .._io import atomic_write, sha256_of
+from ..data.corpora import GENRES, genre_texts
+from ..data.synthetic import induction_mixture
+from ..data.tokenizer import train_tokenizer
+from ..data.windows import chunk_ids
 from .config import TransformerConfig
 from .induction import score_table
-from .train import TrainConfig, induction_mixture, train
+from .train import TrainConfig, train
 from .transformer import AttentionOnlyTransformer
 
 __all__ = [
@@ -246,9 +250,6 @@ def load_default() -> DefaultModel:
 
 
 def _text_tokens(tokenizer, recipe: DefaultRecipe) -> np.ndarray:
-    from ..data import GENRES, genre_texts
-    from ..data.datasets_io import chunk_ids
-
     streams = [
         chunk_ids(genre_texts(g, max_chars=recipe.text_chars, seed=recipe.seed), tokenizer,
                   recipe.model.n_ctx).reshape(-1)
@@ -280,8 +281,6 @@ def build_default(
     :param progress: show progress bars.
     :returns: the :class:`DefaultModel` written.
     """
-    from ..data import train_tokenizer
-
     recipe = DefaultRecipe() if recipe is None else recipe
     if not isinstance(recipe, DefaultRecipe):
         raise TypeError(f"recipe must be a DefaultRecipe, got {type(recipe).__name__}.")

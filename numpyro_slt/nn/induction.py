@@ -2,7 +2,9 @@
 
 The probe is a batch of sequences of ``L`` random tokens repeated twice,
 ``t = (r_0, …, r_{L-1}, r_0, …, r_{L-1})`` of length 2L, with every r_j drawn uniformly from
-``[vocab_low, vocab_high)``. Indices below are 0-based positions in that sequence.
+``[vocab_low, vocab_high)`` (:func:`numpyro_slt.data.synthetic.repeated_random_tokens` with a
+JAX key, the generator of the study's induction probe too). Indices below are 0-based
+positions in that sequence.
 
 With ``A[l, h, q, k]`` the attention of head ``l:h`` from query position q to key position k
 (each row sums to one, causal) and a batch of B sequences:
@@ -59,6 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._validate import token_array
+from ..data.synthetic import repeated_random_tokens
 from .transformer import AttentionOnlyTransformer, cross_entropy_from_logits
 
 __all__ = [
@@ -67,38 +71,9 @@ __all__ = [
     "default_probe_length",
     "induction_scores",
     "previous_token_scores",
-    "repeated_random_tokens",
     "score_from_patterns",
     "score_table",
 ]
-
-
-def repeated_random_tokens(
-    key: PRNGKeyArray,
-    num_sequences: int,
-    length: int,
-    vocab_low: int,
-    vocab_high: int,
-) -> Int[Array, "num twice_length"]:
-    """``num_sequences`` sequences of ``length`` uniform random tokens repeated twice.
-
-    Row b is ``(r_b, r_b)`` with ``r_b[j] ~ Uniform{vocab_low, …, vocab_high − 1}`` i.i.d.;
-    the result is an int32 array ``[num_sequences, 2·length]``, a deterministic function of
-    ``key``.
-    """
-    num_sequences, length = int(num_sequences), int(length)
-    if num_sequences < 1:
-        raise ValueError(f"num_sequences must be >= 1, got {num_sequences}.")
-    if length < 2:
-        raise ValueError(f"length must be >= 2 (a repeated segment of one token), got {length}.")
-    if not 0 <= vocab_low < vocab_high:
-        raise ValueError(
-            f"need 0 <= vocab_low < vocab_high, got vocab_low={vocab_low}, vocab_high={vocab_high}."
-        )
-    half = jax.random.randint(
-        key, (num_sequences, length), int(vocab_low), int(vocab_high), dtype=jnp.int32
-    )
-    return jnp.concatenate([half, half], axis=1)
 
 
 def score_from_patterns(
@@ -142,7 +117,7 @@ def _length_of(tokens: Int[Array, "num seq"]) -> int:
     if tokens.ndim != 2 or tokens.shape[1] % 2 or tokens.shape[1] < 4:
         raise ValueError(
             "tokens must be [num, 2L] (segments of length L >= 2 repeated twice, see "
-            f"repeated_random_tokens), got shape {tokens.shape}."
+            f"numpyro_slt.data.synthetic.repeated_random_tokens), got shape {tokens.shape}."
         )
     return tokens.shape[1] // 2
 
@@ -154,15 +129,11 @@ def _scores(network: AttentionOnlyTransformer, tokens: Int[Array, "num seq"], le
 
 
 def _check(network: AttentionOnlyTransformer, tokens) -> jax.Array:
-    tokens = jnp.asarray(tokens)
+    """``tokens`` as int32 repeated sequences ``[num, 2L]`` of the network's vocabulary that
+    fit its context."""
     _length_of(tokens)
-    network.check_tokens(tokens[0])  # rank, dtype, context and id range of one row
-    hi, lo = int(jnp.max(tokens)), int(jnp.min(tokens))
-    if lo < 0 or hi >= network.config.d_vocab:
-        raise ValueError(
-            f"token ids must lie in [0, d_vocab={network.config.d_vocab}), got min {lo}, max {hi}."
-        )
-    return tokens
+    c = network.config
+    return jnp.asarray(token_array("tokens", tokens, d_vocab=c.d_vocab, n_ctx=c.n_ctx))
 
 
 def induction_scores(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -41,14 +40,21 @@ import optax
 
 from .._config import checked_fields
 from .._io import atomic_write, sha256_of
+from .._validate import (
+    nonnegative_int,
+    nonnegative_number,
+    positive_int,
+    positive_number,
+    token_array,
+)
+from ..data.synthetic import repeated_random_tokens
 from .config import TransformerConfig
-from .induction import repeated_random_tokens, score_from_patterns
+from .induction import default_probe_length, score_from_patterns
 from .transformer import AttentionOnlyTransformer
 
 __all__ = [
     "TrainConfig",
     "batch_at",
-    "induction_mixture",
     "learning_rate_schedule",
     "load_checkpoint",
     "make_optimizer",
@@ -96,31 +102,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_sequences"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}.")
+            positive_int(f"TrainConfig.{name}", getattr(self, name))
         for name in ("warmup_steps", "seed", "checkpoint_every", "eval_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {v!r}.")
+            nonnegative_int(f"TrainConfig.{name}", getattr(self, name))
         if self.warmup_steps >= self.steps:
             raise ValueError(
                 f"TrainConfig.warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})."
             )
         for name in ("learning_rate", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
-                                           and v > 0):
-                raise ValueError(f"TrainConfig.{name} must be a positive finite number, got {v!r}.")
+            positive_number(f"TrainConfig.{name}", getattr(self, name))
         for name in ("weight_decay", "final_lr_fraction"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
-                                           and v >= 0):
-                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}.")
+            nonnegative_number(f"TrainConfig.{name}", getattr(self, name))
         for name in ("b1", "b2"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got {v!r}.")
+            if nonnegative_number(f"TrainConfig.{name}", getattr(self, name)) >= 1:
+                raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got "
+                                 f"{getattr(self, name)!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,22 +166,8 @@ def batch_at(tokens: jax.Array, seed: int, step: int | jax.Array, batch_size: in
 
 
 def _check_data(network: AttentionOnlyTransformer, tokens) -> jax.Array:
-    arr = np.asarray(tokens)
-    if arr.ndim != 2:
-        raise ValueError(f"tokens must be a 2-D array [num_sequences, seq], got shape {arr.shape}.")
-    if arr.shape[0] < 1:
-        raise ValueError("tokens is empty: need at least one sequence to train on.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"tokens must have an integer dtype, got {arr.dtype}.")
     c = network.config
-    if arr.shape[1] < 2:
-        raise ValueError(f"sequences of length {arr.shape[1]} are too short: need at least 2.")
-    if arr.shape[1] > c.n_ctx:
-        raise ValueError(f"sequences of length {arr.shape[1]} exceed the context n_ctx={c.n_ctx}.")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= c.d_vocab:
-        raise ValueError(f"token ids must lie in [0, d_vocab={c.d_vocab}), got min {lo}, max {hi}.")
-    return jnp.asarray(arr, dtype=jnp.int32)
+    return jnp.asarray(token_array("tokens", tokens, d_vocab=c.d_vocab, n_ctx=c.n_ctx))
 
 
 def _fingerprint(tokens: jax.Array) -> str:
@@ -221,10 +203,12 @@ def _probe_scores(network, probe, length):
 
 
 def _probe(network: AttentionOnlyTransformer, config: TrainConfig):
-    c = network.config
-    length = max(2, min(c.n_ctx // 2, 64))
+    """The fixed evaluation probe: repeated random tokens over the whole vocabulary, drawn from
+    a key of ``config.seed`` that no training batch uses."""
+    length = default_probe_length(network)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2**31 - 1)
-    return repeated_random_tokens(key, config.eval_sequences, length, 0, c.d_vocab), length
+    probe = repeated_random_tokens(key, config.eval_sequences, length, 0, network.config.d_vocab)
+    return jnp.asarray(probe), length
 
 
 def _evaluate(network, probe, length, step: int) -> dict[str, Any]:
@@ -500,83 +484,3 @@ def load_checkpoint(
 
     network, _ = _read_state(directory, meta, eqx.filter_eval_shape(template))
     return network
-
-
-# ---------------------------------------------------------------------------- data mixture
-
-
-def induction_mixture(
-    key,
-    base_tokens,
-    num_sequences: int,
-    context: int,
-    repeat_fraction: float = 0.6,
-    *,
-    random_fraction: float = 0.5,
-    vocab_low: int = 0,
-    vocab_high: int | None = None,
-    min_segment: int | None = None,
-    max_segment: int | None = None,
-) -> np.ndarray:
-    """Training windows of ``context`` tokens of which a share carries repeated segments.
-
-    Every row starts as a window of ``base_tokens`` (a 1-D stream, or a 2-D array that is
-    flattened row by row) at a uniformly random offset. Then, independently per row, with
-    probability ``repeat_fraction`` the row receives one repeated segment of length
-    ℓ ~ Uniform{min_segment, …, max_segment} (defaults ``max(2, context // 8)`` and
-    ``context // 2``):
-
-    - with probability ``random_fraction`` a *random-token* segment: ℓ tokens uniform in
-      ``[vocab_low, vocab_high)`` (default the range of ``base_tokens``) written at a position p
-      and again at p + ℓ + g (gap g uniform in what is left of the window);
-    - otherwise a *copied span*: the window's own tokens at [p, p + ℓ) copied to
-      [p + ℓ + g, p + 2ℓ + g) (a natural-text span that recurs later, as quotes and repeated
-      identifiers do).
-
-    So a share ``repeat_fraction`` of rows lets a model lower its loss by in-context copying,
-    which is what rewards induction heads. ``key`` is a JAX key or an int seed; the result is a
-    deterministic int32 array ``[num_sequences, context]``.
-    """
-    base = np.asarray(base_tokens)
-    if not np.issubdtype(base.dtype, np.integer):
-        raise ValueError(f"base_tokens must be integers, got dtype {base.dtype}.")
-    base = base.reshape(-1).astype(np.int32)
-    num_sequences, context = int(num_sequences), int(context)
-    if context < 4:
-        raise ValueError(f"context must be >= 4, got {context}.")
-    if base.size < context:
-        raise ValueError(f"base_tokens has {base.size} tokens, fewer than one window ({context}).")
-    if num_sequences < 1:
-        raise ValueError(f"num_sequences must be >= 1, got {num_sequences}.")
-    for name, v in (("repeat_fraction", repeat_fraction), ("random_fraction", random_fraction)):
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {v}.")
-    lo_seg = max(2, context // 8) if min_segment is None else int(min_segment)
-    hi_seg = context // 2 if max_segment is None else int(max_segment)
-    if not 2 <= lo_seg <= hi_seg <= context // 2:
-        raise ValueError(
-            f"need 2 <= min_segment <= max_segment <= context // 2 = {context // 2}, got "
-            f"{lo_seg} and {hi_seg}."
-        )
-    vocab_high = int(base.max()) + 1 if vocab_high is None else int(vocab_high)
-    if not 0 <= vocab_low < vocab_high:
-        raise ValueError(f"need 0 <= vocab_low < vocab_high, got {vocab_low}, {vocab_high}.")
-
-    if isinstance(key, (int, np.integer)):
-        seed = [int(key)]
-    else:
-        seed = np.asarray(jax.random.bits(key, (4,), jnp.uint32)).tolist()
-    rng = np.random.default_rng(seed)
-    offsets = rng.integers(0, base.size - context + 1, size=num_sequences)
-    out = np.stack([base[o : o + context] for o in offsets])
-    for row in out:
-        if rng.random() >= repeat_fraction:
-            continue
-        seg = int(rng.integers(lo_seg, hi_seg + 1))
-        slack = context - 2 * seg  # room for the start position and the gap together
-        gap = int(rng.integers(0, slack + 1))
-        p = int(rng.integers(0, slack - gap + 1))
-        if rng.random() < random_fraction:
-            row[p : p + seg] = rng.integers(vocab_low, vocab_high, size=seg)
-        row[p + seg + gap : p + 2 * seg + gap] = row[p : p + seg]
-    return out

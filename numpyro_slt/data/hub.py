@@ -1,5 +1,7 @@
 """Token datasets in the devinterp 2.x layout: a ``datasets.Dataset`` with one column
-``input_ids`` whose rows are fixed-length lists of token ids (length = context).
+``input_ids`` whose rows are fixed-length lists of token ids (length = context). This is the one
+module of :mod:`numpyro_slt.data` that imports ``datasets``; the windows themselves are cut by
+:mod:`numpyro_slt.data.windows`.
 
 Offline: :func:`genre_dataset` tokenizes the run-time corpora of :mod:`numpyro_slt.data.corpora`.
 Online: :func:`load_hub_dataset` calls ``datasets.load_dataset`` on a Hub name, for instance one of
@@ -11,14 +13,17 @@ and its siblings; the Pile's own licences apply to those), or on local files (``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from .corpora import check_genre, genre_texts
+from .._validate import positive_int
 from .tokenizer import EOS_TOKEN
+from .windows import check_context, chunk_ids, genre_windows, stream_windows
+
+__all__ = ["chunk_texts", "genre_dataset", "load_hub_dataset", "to_dataset", "validate_input_ids"]
 
 COLUMN = "input_ids"
 _LOCAL_BUILDERS = {
@@ -26,78 +31,20 @@ _LOCAL_BUILDERS = {
 }
 
 
-def _check_context(context_length) -> int:
-    if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)) or (
-        context_length < 2
-    ):
-        raise ValueError(
-            f"context_length={context_length!r} must be an integer >= 2 (tokens per sequence)."
-        )
-    return int(context_length)
+def _optional_count(name: str, value) -> int | None:
+    return None if value is None else positive_int(name, value)
 
 
-def _check_count(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer or None.")
-    return int(value)
-
-
-def _separator_id(tokenizer, separator_token: str | None) -> int | None:
-    if separator_token is None:
-        return None
-    idx = tokenizer.token_to_id(separator_token)
-    if idx is None:
-        raise ValueError(
-            f"separator_token={separator_token!r} is not in the tokenizer's vocabulary; pass the "
-            "tokenizer's end-of-document token or None to join texts without a separator."
-        )
-    return idx
-
-
-def _texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty; pass at least one non-empty string.")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"texts[{i}] is a {type(t).__name__}, not a string.")
-    return texts
-
-
-def chunk_ids(texts: Iterable[str], tokenizer, context_length: int,
-              separator_token: str | None = EOS_TOKEN, allow_partial: bool = False) -> np.ndarray:
-    """Return an int32 array ``(num_windows, context_length)``: ``texts`` tokenized, concatenated
-    with ``separator_token`` after each text, and cut into consecutive windows; the remainder
-    shorter than a window is dropped. With ``allow_partial=False`` a text too short for a single
-    window raises ValueError; with True it returns an empty ``(0, context_length)`` array."""
-    context_length = _check_context(context_length)
-    texts = _texts(texts)
-    sep = _separator_id(tokenizer, separator_token)
-    pieces = []
-    for enc in tokenizer.encode_batch(texts, add_special_tokens=False):
-        pieces.append(np.asarray(enc.ids, dtype=np.int32))
-        if sep is not None:
-            pieces.append(np.asarray([sep], dtype=np.int32))
-    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    n = len(flat) // context_length
-    if n == 0 and not allow_partial:
-        raise ValueError(
-            f"texts give {len(flat)} tokens, fewer than context_length={context_length}; pass more "
-            "text or a smaller context_length."
-        )
-    return flat[: n * context_length].reshape(n, context_length)
+def _from_windows(windows: np.ndarray) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({COLUMN: np.asarray(windows).astype(np.int64).tolist()})
 
 
 def to_dataset(input_ids, vocab_size: int | None = None,
                context_length: int | None = None) -> datasets.Dataset:
     """Return a ``datasets.Dataset`` with column ``input_ids`` from a 2-D array or list of
     sequences, after :func:`validate_input_ids`."""
-    arr = validate_input_ids(input_ids, vocab_size=vocab_size, context_length=context_length)
-    return datasets.Dataset.from_dict({COLUMN: arr.tolist()})
+    return _from_windows(validate_input_ids(input_ids, vocab_size=vocab_size,
+                                            context_length=context_length))
 
 
 def validate_input_ids(input_ids, vocab_size: int | None = None,
@@ -134,7 +81,7 @@ def validate_input_ids(input_ids, vocab_size: int | None = None,
         raise ValueError(f"input_ids must hold integer token ids, got dtype {arr.dtype}.")
     arr = arr.astype(np.int64)
     if context_length is not None:
-        context_length = _check_context(context_length)
+        context_length = check_context(context_length)
         if arr.shape[1] < context_length:
             raise ValueError(
                 f"input_ids sequences have length {arr.shape[1]}, shorter than "
@@ -158,11 +105,11 @@ def chunk_texts(texts: Iterable[str], tokenizer, context_length: int,
     """Return a ``datasets.Dataset`` with one column ``input_ids`` (lists of ``context_length``
     ints): ``texts`` tokenized, joined with ``separator_token`` after each text, cut into windows,
     the remainder dropped; at most ``num_sequences`` rows (the first ones) when given."""
-    num_sequences = _check_count("num_sequences", num_sequences)
+    num_sequences = _optional_count("num_sequences", num_sequences)
     arr = chunk_ids(texts, tokenizer, context_length, separator_token)
     if num_sequences is not None:
         arr = arr[:num_sequences]
-    return datasets.Dataset.from_dict({COLUMN: arr.astype(np.int64).tolist()})
+    return _from_windows(arr)
 
 
 def genre_dataset(genre: str, tokenizer, context_length: int, num_sequences: int, seed: int = 0,
@@ -172,27 +119,11 @@ def genre_dataset(genre: str, tokenizer, context_length: int, num_sequences: int
     ``datasets.Dataset`` with column ``input_ids``.
 
     The character budget starts at ``max_chars`` (default: about 4 characters per token needed)
-    and doubles until enough tokens are found; ValueError if the whole corpus is too small.
+    and doubles until enough tokens are found (:func:`~numpyro_slt.data.windows.genre_windows`);
+    ValueError if the whole corpus is too small.
     """
-    check_genre(genre)
-    context_length = _check_context(context_length)
-    num_sequences = _check_count("num_sequences", num_sequences)
-    if num_sequences is None:
-        raise ValueError("num_sequences=None; pass the number of sequences wanted.")
-    budget = max_chars or max(10_000, 4 * num_sequences * context_length)
-    while True:
-        texts = genre_texts(genre, max_chars=budget, seed=seed)
-        arr = chunk_ids(texts, tokenizer, context_length, allow_partial=True)
-        exhausted = sum(len(t) for t in texts) < budget
-        if len(arr) >= num_sequences or exhausted:
-            break
-        budget *= 2
-    if len(arr) < num_sequences:
-        raise ValueError(
-            f"num_sequences={num_sequences}: the {genre!r} corpus on this machine gives only "
-            f"{len(arr)} windows of context_length={context_length}; ask for fewer sequences."
-        )
-    return datasets.Dataset.from_dict({COLUMN: arr[:num_sequences].astype(np.int64).tolist()})
+    return _from_windows(genre_windows(genre, tokenizer, context_length, num_sequences,
+                                       seed=seed, max_chars=max_chars))
 
 
 def _resolve_source(name: str | os.PathLike | None, data_files) -> tuple[str, object]:
@@ -245,8 +176,9 @@ def load_hub_dataset(name: str | os.PathLike | None, split: str = "train", token
     """
     if tokenizer is None:
         raise ValueError("tokenizer=None; pass a tokenizers.Tokenizer (see train_tokenizer()).")
-    context_length = _check_context(context_length)
-    num_sequences = _check_count("num_sequences", num_sequences)
+    context_length = check_context(context_length)
+    num_sequences = _optional_count("num_sequences", num_sequences)
+    batch_size = positive_int("batch_size", batch_size)
     path, files = _resolve_source(name, data_files)
     kwargs = dict(load_kwargs)
     if files is not None:
@@ -260,30 +192,12 @@ def load_hub_dataset(name: str | os.PathLike | None, split: str = "train", token
             arr = validate_input_ids(raw[COLUMN][: num_sequences or len(raw)],
                                      vocab_size=tokenizer.get_vocab_size(),
                                      context_length=context_length)
-            return datasets.Dataset.from_dict({COLUMN: arr.tolist()})
+            return _from_windows(arr)
         raise ValueError(
             f"text_column={text_column!r} is not a column of this dataset; its columns are "
             f"{raw.column_names}."
         )
-    sep = _separator_id(tokenizer, separator_token)
-    buffer: list[int] = []
-    rows: list[list[int]] = []
-    for start in range(0, len(raw), batch_size):
-        batch: Sequence = raw[start : start + batch_size][text_column]
-        for enc in tokenizer.encode_batch([t or "" for t in batch], add_special_tokens=False):
-            buffer.extend(enc.ids)
-            if sep is not None:
-                buffer.append(sep)
-        n = len(buffer) // context_length
-        rows.extend(buffer[i * context_length : (i + 1) * context_length] for i in range(n))
-        buffer = buffer[n * context_length :]
-        if num_sequences is not None and len(rows) >= num_sequences:
-            break
-    if not rows:
-        raise ValueError(
-            f"the dataset gives {len(buffer)} tokens, fewer than context_length={context_length}; "
-            "pass more data or a smaller context_length."
-        )
-    if num_sequences is not None:
-        rows = rows[:num_sequences]
-    return datasets.Dataset.from_dict({COLUMN: rows})
+    batches = (raw[start : start + batch_size][text_column]
+               for start in range(0, len(raw), batch_size))
+    return _from_windows(stream_windows(batches, tokenizer, context_length, separator_token,
+                                        num_sequences))
