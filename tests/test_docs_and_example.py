@@ -18,6 +18,10 @@ def test_mkdocs_build_strict(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").exists()
+    # The API reference is generated from the docstrings (mkdocstrings).
+    reference = (tmp_path / "site" / "reference" / "index.html").read_text(encoding="utf-8")
+    for name in ("numpyro_slt.SGLD", "numpyro_slt.llc", "numpyro_slt.nn.AttentionOnlyTransformer"):
+        assert f'id="{name}"' in reference, name
 
 
 def test_llc_example_smoke(tmp_path):
