@@ -40,8 +40,8 @@ def _sampling_windows(tokenizer, config: StudyConfig, n_ctx: int, vocab: int) ->
     """Windows of q: the genres' token streams cut into n_ctx windows, then the induction
     mixture (a share of windows carrying a repeated segment) drawn from them."""
     from ..data import GENRES, genre_texts
-    from ..data.datasets_io import chunk_ids
-    from ..nn.train import induction_mixture
+    from ..data.synthetic import induction_mixture
+    from ..data.windows import chunk_ids
 
     need = config.sampling_sequences + config.eval_sequences
     chars = max(50_000, 5 * n_ctx * need // len(GENRES))
@@ -59,8 +59,9 @@ def _probes(tokenizer, config: StudyConfig, n_ctx: int, vocab: int) -> dict[str,
     """Probe name → [probe_sequences, length]: held-out windows of every genre, then the
     induction and bracket patterns."""
     from ..data import GENRES, genre_texts
-    from ..data.datasets_io import chunk_ids
-    from ..data.probes import bracket_sequences, induction_sequences
+    from ..data.probes import bracket_sequences
+    from ..data.synthetic import induction_sequences
+    from ..data.windows import chunk_ids
 
     held_out = config.seed + PROBE_SEED_OFFSET
     probes: dict[str, np.ndarray] = {}
