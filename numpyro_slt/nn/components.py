@@ -196,8 +196,8 @@ def get_component(
 
 
 def _take(array, index):
-    """``array[index]``; a concrete array is sliced on the host (eager JAX slicing compiles a
-    small program for every new index, about 0.2 s per head)."""
+    """``array[index]``; a concrete array is sliced on the host (eager JAX slicing would compile
+    a small program for every new index)."""
     if isinstance(array, jax.core.Tracer):
         return array[index]
     return jnp.asarray(np.asarray(array)[index])
