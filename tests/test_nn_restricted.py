@@ -7,10 +7,14 @@ import pytest
 from numpyro.infer.util import log_density
 
 import numpyro_slt as slt
-from numpyro_slt.nn import AttentionOnlyTransformer, HeadWeights, TransformerConfig
+from numpyro_slt.nn import (
+    AttentionOnlyTransformer,
+    HeadWeights,
+    TransformerConfig,
+    restricted_posterior,
+)
 from numpyro_slt.nn._tokens import checked_tokens
 from numpyro_slt.nn.posterior import language_model, parameter_sites
-from numpyro_slt.nn.restricted import restricted_posterior
 
 CONFIG = TransformerConfig(n_layers=2, n_heads=2, d_model=8, d_head=4, n_ctx=8, d_vocab=10)
 HEAD_SITES = ["head.W_Q", "head.W_K", "head.W_V", "head.W_O", "head.b_Q", "head.b_K", "head.b_V"]
@@ -31,9 +35,6 @@ def _localized(model, center):
                                                  ("unembed", "upstream"), ("embed", "plain")])
 def test_each_form_is_the_plain_posterior_at_corresponding_points(setup, component, form):
     network, tokens = setup
-    from numpyro_slt.nn import restricted_posterior as exported
-
-    assert exported is restricted_posterior
     rp = restricted_posterior(network, component, tokens, None)
     assert rp.form == form and rp.component == component
     trained = parameter_sites(network, [component])
