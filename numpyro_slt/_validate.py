@@ -71,16 +71,17 @@ def token_array(name: str, tokens: Any, *, d_vocab: int, n_ctx: int,
     """
     arr = np.asarray(tokens)
     if arr.dtype == object or arr.ndim != 2 or arr.shape[0] == 0:
+        empty = " (no sequences)" if arr.dtype != object and arr.ndim == 2 else ""
         raise ValueError(
             f"{name} must be a non-empty 2-D array of shape (sequences, context), got shape "
-            f"{arr.shape}; stack the input_ids of a dataset into one 2-D integer array.")
+            f"{arr.shape}{empty}; stack the input_ids of a dataset into one 2-D integer array.")
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must hold integer token ids (an integer dtype), got dtype "
                          f"{arr.dtype}.")
     length = arr.shape[1]
     if length < min_length:
         raise ValueError(f"{name} sequences have {length} token(s); need at least {min_length} "
-                         "to predict one.")
+                         "to predict one (the sequence is too short).")
     if length > n_ctx:
         raise ValueError(
             f"{name} sequences have {length} tokens, longer than the context: the network's "

@@ -143,7 +143,7 @@ def test_bad_tokens_and_components(trained):
 
 @pytest.mark.parametrize("components", [["1:1"], ["0:1"], ["unembed"], ["1:0", "unembed"]])
 def test_restricted_fast_path_gives_the_same_energy_gradient_and_llc(trained, components):
-    from numpyro_slt.nn.posterior import HeadCache, first_layer, frozen_cache
+    from numpyro_slt.nn.caches import HeadCache, first_layer, frozen_cache
 
     network, tokens, _ = trained
     center = parameter_sites(network, components)
@@ -184,7 +184,7 @@ def test_restricted_fast_path_gives_the_same_energy_gradient_and_llc(trained, co
 
 
 def test_fast_path_refuses_what_it_cannot_cache(trained):
-    from numpyro_slt.nn.posterior import frozen_cache, head_cache, upstream_residual
+    from numpyro_slt.nn.caches import frozen_cache, head_cache, upstream_residual
 
     network, tokens, _ = trained
     with pytest.raises(ValueError, match="nothing upstream is frozen"):
@@ -210,8 +210,8 @@ def test_fast_path_refuses_what_it_cannot_cache(trained):
 def test_head_offset_model_is_the_head_posterior_translated(trained, component):
     """head_offset_model at δ equals language_model at c* + δ (energy, gradient, L_n(w*), LLC),
     and two heads of one layer lower to the same program (the head is data)."""
+    from numpyro_slt.nn.caches import head_cache
     from numpyro_slt.nn.posterior import (
-        head_cache,
         head_offset_center,
         head_offset_model,
         head_weights_from_offsets,
@@ -268,12 +268,8 @@ def test_head_offset_model_is_the_head_posterior_translated(trained, component):
 def test_projected_unembedding_gives_the_plain_logits_and_gradients(layer_norm):
     """A last-layer head's logits through R = c(rest) W' equal the plain forward pass (with and
     without layer norm); so do the offset model's energy and gradient; a layer-0 head refuses."""
-    from numpyro_slt.nn.posterior import (
-        head_cache,
-        head_offset_center,
-        head_offset_model,
-        logits_at,
-    )
+    from numpyro_slt.nn.caches import head_cache
+    from numpyro_slt.nn.posterior import head_offset_center, head_offset_model, logits_at
 
     config = TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=16,
                                d_vocab=40, layer_norm=layer_norm)

@@ -1,9 +1,16 @@
-"""``numpyro_slt.nn``: an attention-only transformer in Equinox and its component addressing.
+"""``numpyro_slt.nn``: an attention-only transformer in Equinox, its component addressing, the
+restricted posterior of a component and the observables evaluated at its draws.
 
 >>> import jax
 >>> from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig, get_component
 >>> model = AttentionOnlyTransformer(TransformerConfig(), key=jax.random.key(0))  # paper shape
 >>> head = get_component(model, "1:6")  # W_Q, W_K, W_V, W_O, b_Q, b_K, b_V of head 6, layer 1
+
+Modules: ``transformer`` (the network), ``components`` (names → parameter slices), ``heads``
+(a head's weights as :class:`HeadWeights`), ``caches`` (the frozen part of the network computed
+once), ``posterior`` (the NumPyro models), ``restricted`` (:func:`restricted_posterior`, which
+chooses among them), ``observables``, ``induction`` (mechanistic scores), ``train``,
+``default`` (the shipped model).
 
 Import it as ``numpyro_slt.nn``; the top-level package does not import it.
 """
@@ -25,6 +32,8 @@ from .components import (
     set_components,
 )
 from .config import TransformerConfig
+from .default import load_default
+from .heads import HeadWeights
 from .induction import (
     copy_ablation,
     copy_losses,
@@ -34,6 +43,8 @@ from .induction import (
     score_from_patterns,
     score_table,
 )
+from .observables import ObservableEvaluator
+from .restricted import RestrictedPosterior, restricted_posterior
 from .train import (
     TrainConfig,
     batch_at,
@@ -61,6 +72,9 @@ __all__ = [
     "ActivationCache",
     "AttentionOnlyTransformer",
     "ComponentSpec",
+    "HeadWeights",
+    "ObservableEvaluator",
+    "RestrictedPosterior",
     "TransformerConfig",
     "check_head_decomposition",
     "component_mask",
@@ -71,10 +85,12 @@ __all__ = [
     "get_component",
     "get_components",
     "head_outputs",
+    "load_default",
     "named_parameters",
     "parameter_count",
     "parse_component",
     "replace_parameters",
+    "restricted_posterior",
     "set_component",
     "set_components",
 ]

@@ -41,7 +41,9 @@ from .transformer import ActivationCache, AttentionOnlyTransformer
 
 __all__ = [
     "ComponentSpec",
+    "canonical_components",
     "check_head_decomposition",
+    "component_fields",
     "component_mask",
     "component_names",
     "component_size",
@@ -135,6 +137,20 @@ def parse_component(name: str | ComponentSpec, config: TransformerConfig) -> Com
     )
 
 
+def canonical_components(config: TransformerConfig,
+                         components: str | Iterable[str]) -> tuple[str, ...]:
+    """The canonical names of ``components`` (one name or several), in the given order; an
+    empty selection or a component named twice is a ValueError."""
+    if isinstance(components, str):
+        components = (components,)
+    names = tuple(parse_component(name, config).name for name in components)
+    if not names:
+        raise ValueError("components must name at least one component, or be None for all")
+    if len(set(names)) != len(names):
+        raise ValueError(f"components {list(names)} name a component twice")
+    return names
+
+
 def _slots(spec: ComponentSpec, config: TransformerConfig) -> list[tuple[str, tuple[int, ...]]]:
     """(field name, index) pairs of the parameter slices that make up a component."""
     if spec.kind == "embed":
@@ -152,6 +168,11 @@ def _slots(spec: ComponentSpec, config: TransformerConfig) -> list[tuple[str, tu
     if config.layer_norm:
         slots += [("ln_w", (spec.layer,)), ("ln_b", (spec.layer,))]
     return slots
+
+
+def component_fields(config: TransformerConfig, name: str | ComponentSpec) -> tuple[str, ...]:
+    """The field names of a component's parameter slices, in :func:`get_component` order."""
+    return tuple(f for f, _ in _slots(parse_component(name, config), config))
 
 
 def component_size(config: TransformerConfig, name: str | ComponentSpec) -> int:
@@ -175,8 +196,8 @@ def get_component(
 
 
 def _take(array, index):
-    """``array[index]``; a concrete array is sliced on the host (eager JAX slicing compiles a
-    small program for every new index, about 0.2 s per head)."""
+    """``array[index]``; a concrete array is sliced on the host (eager JAX slicing would compile
+    a small program for every new index)."""
     if isinstance(array, jax.core.Tracer):
         return array[index]
     return jnp.asarray(np.asarray(array)[index])

@@ -1,6 +1,6 @@
 """Observables of a language model evaluated at the kept draws of a (restricted) run.
 
-At every kept draw w = (u*, c) of component C (notation of DESIGN.md section 2):
+At every kept draw w = (u*, c) of component C (notation of docs/formulas.md):
 
 - ``sampling_loss`` L_q(w): the mean next-token loss on a fixed evaluation set of the sampling
   distribution q (the same set at every draw);
@@ -12,7 +12,7 @@ They are computed in one compiled call per token length (the evaluation set and 
 that length joined into one array): a ``jax.lax.map`` over the draws and,
 within it, over chunks of ``token_chunk`` sequences, so the logits in memory at once stay small
 (memory traffic, not arithmetic, bounds this on a CPU), with the frozen part of the network cached
-once (:func:`~numpyro_slt.nn.posterior.frozen_cache`). The result is an
+once (:func:`~numpyro_slt.nn.caches.frozen_cache`). The result is an
 ``xarray.Dataset`` with dims (chain, draw[, token]) that :func:`add_observables` places in the
 ``posterior`` group of the run's ArviZ data, next to the draws.
 """
@@ -31,36 +31,13 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Int
 
-from .posterior import (
-    _canonical,
-    frozen_cache,
-    logits_at,
-    network_at,
-    parameter_sites,
-)
+from .._validate import positive_int, token_array
+from .caches import frozen_cache
+from .components import canonical_components
+from .posterior import logits_at, network_at, parameter_sites
 from .transformer import AttentionOnlyTransformer, _next_token_nll
 
 __all__ = ["evaluate_observables", "ObservableEvaluator", "token_coordinates", "add_observables"]
-
-
-def _as_tokens(name: str, tokens, network: AttentionOnlyTransformer) -> np.ndarray:
-    arr = np.asarray(tokens)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array [sequences, length], got shape "
-                         f"{arr.shape}.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype}.")
-    if arr.shape[1] < 2:
-        raise ValueError(f"{name} sequences have {arr.shape[1]} token(s); need at least 2 to "
-                         "predict one.")
-    if arr.shape[1] > network.config.n_ctx:
-        raise ValueError(f"{name} sequences have {arr.shape[1]} tokens, longer than the context "
-                         f"n_ctx={network.config.n_ctx}; cut them to n_ctx tokens.")
-    low, high = int(arr.min()), int(arr.max())
-    if low < 0 or high >= network.config.d_vocab:
-        raise ValueError(f"{name} holds token ids from {low} to {high}, outside the vocabulary "
-                         f"[0, {network.config.d_vocab - 1}]; tokenize with the model's tokenizer.")
-    return arr.astype(np.int32)
 
 
 def token_coordinates(probes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -84,8 +61,8 @@ def _batched_losses(network: AttentionOnlyTransformer, values, tokens, upstream,
     [batches, draw_batch, ...]. Batches of draws are mapped over; within a batch, the sequences
     are mapped over in chunks of ``chunk`` (P a multiple of it), each chunk evaluated at the
     batch's draws at once (``vmap``), so the logits in memory are [draw_batch, chunk, S−1,
-    vocab], not [draws, P, S−1, vocab] (on 2 cores, 4× faster than evaluating all sequences
-    at once). With ``upstream`` (:func:`~numpyro_slt.nn.posterior.frozen_cache` of ``tokens``)
+    vocab], not [draws, P, S−1, vocab]. With ``upstream``
+    (:func:`~numpyro_slt.nn.caches.frozen_cache` of ``tokens``)
     only the part of the network downstream of the components runs per draw. The network is an
     argument, not a closure, so the compiled function is reused by every call with the same
     shapes and components (e.g. each segment of a checkpointed run)."""
@@ -138,7 +115,7 @@ def evaluate_observables(
     :param token_chunk: sequences evaluated together; the logits held in memory at once are
         [draw_batch, token_chunk, length − 1, vocab].
     :param fast_path: cache the frozen part of the network once per token array
-        (:func:`~numpyro_slt.nn.posterior.frozen_cache`): for one head, its input and the rest
+        (:func:`~numpyro_slt.nn.caches.frozen_cache`): for one head, its input and the rest
         of its layer's output, so each draw runs that head, the later layers and the
         unembedding; for components downstream of layer L > 0, x^L. Same losses up to float
         rounding.
@@ -173,13 +150,16 @@ class ObservableEvaluator:
         fast_path: bool = True,
     ):
         self.network = network
-        self.components = None if components is None else _canonical(network, components)
+        self.components = (None if components is None
+                           else canonical_components(network.config, components))
         if not isinstance(probes, Mapping) or not probes:
             raise ValueError("probes must be a non-empty mapping: probe name -> token array.")
-        self.probes = {str(k): _as_tokens(f"probes[{k!r}]", v, network) for k, v in probes.items()}
-        eval_arr = _as_tokens("eval_tokens", eval_tokens, network)
-        if isinstance(token_chunk, bool) or not isinstance(token_chunk, int) or token_chunk < 1:
-            raise ValueError(f"token_chunk must be a positive int, got {token_chunk!r}.")
+        config = network.config
+        self.probes = {str(k): token_array(f"probes[{k!r}]", v, d_vocab=config.d_vocab,
+                                           n_ctx=config.n_ctx) for k, v in probes.items()}
+        eval_arr = token_array("eval_tokens", eval_tokens, d_vocab=config.d_vocab,
+                               n_ctx=config.n_ctx)
+        token_chunk = positive_int("token_chunk", token_chunk)
         self.center = parameter_sites(network, self.components)
         self.coords = token_coordinates(self.probes)
         # every array ("eval" first, then the probes), grouped by length into joined arrays
@@ -201,10 +181,8 @@ class ObservableEvaluator:
 
     def __call__(self, draws: Mapping[str, np.ndarray], *, thinning: int = 1,
                  draw_batch: int = 1) -> xr.Dataset:
-        if isinstance(thinning, bool) or not isinstance(thinning, int) or thinning < 1:
-            raise ValueError(f"thinning must be a positive int, got {thinning!r}.")
-        if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
-            raise ValueError(f"draw_batch must be a positive int, got {draw_batch!r}.")
+        thinning = positive_int("thinning", thinning)
+        draw_batch = positive_int("draw_batch", draw_batch)
         center = self.center
         missing = sorted(set(center) - set(draws))
         if missing:

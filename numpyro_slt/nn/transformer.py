@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._tokens import check_sequence
 from .config import TransformerConfig
 
 __all__ = ["ActivationCache", "AttentionOnlyTransformer", "attention_head", "attention_values",
@@ -206,30 +207,7 @@ class AttentionOnlyTransformer(eqx.Module):
         range ``0 <= t < d_vocab`` when the values are concrete (outside ``jit``); under ``jit``
         an out-of-range id would silently be clipped by the embedding gather.
         """
-        c = self.config
-        shape = getattr(tokens, "shape", None)
-        if shape is None or len(shape) != 1:
-            raise ValueError(
-                f"tokens must be a 1-D integer array [seq] (one sequence; use jax.vmap for a "
-                f"batch), got shape {shape}."
-            )
-        if not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(f"tokens must have an integer dtype, got {tokens.dtype}.")
-        seq = shape[0]
-        if seq < min_len:
-            raise ValueError(f"sequence of length {seq} is too short: need at least {min_len}.")
-        if seq > c.n_ctx:
-            raise ValueError(
-                f"sequence of length {seq} exceeds the context n_ctx={c.n_ctx}; "
-                "split it into windows of at most n_ctx tokens."
-            )
-        if not isinstance(tokens, jax.core.Tracer):
-            arr = np.asarray(tokens)
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < 0 or hi >= c.d_vocab:
-                raise ValueError(
-                    f"token ids must lie in [0, d_vocab={c.d_vocab}), got min {lo} and max {hi}."
-                )
+        check_sequence("tokens", tokens, self.config, min_length=min_len)
 
     def embed(self, tokens: Int[Array, " seq"]) -> Float[Array, "seq d_model"]:
         """Initial residual stream x⁰_s = W_E[t_s] + W_pos[s]."""

@@ -1,0 +1,314 @@
+"""The frozen part of a network, computed once for a restricted posterior.
+
+When only some components w_C of the network are sampled, everything upstream of them is fixed at
+w*, so it can be computed once per token array instead of at every step and every draw:
+
+- the residual stream x^L before the first layer L that the components change
+  (:func:`upstream_residual`);
+- for one sampled head L:H, its input a = LN_L(x^L) and ``rest`` = x^{L+1}(w*) − out_{L,H}(w*),
+  the layer's output without the head (:class:`HeadCache`). No other head of layer L depends on
+  the head's weights c, so x^{L+1}(c) = rest + out_{L,H}(a; c) exactly (the residual-stream
+  identity of :mod:`~numpyro_slt.nn.components`);
+- for a head of the *last* layer also the projected unembedding R (below).
+
+:func:`frozen_cache` chooses among them; :func:`cached_logits` computes one sequence's logits from
+its row of the cache.
+
+**Projected unembedding.** For a last-layer head the final residual stream of a position is
+x = r + z W_O, with r the frozen ``rest`` and z the head's mixed values ([d_head],
+:meth:`HeadWeights.mixed_values <numpyro_slt.nn.heads.HeadWeights.mixed_values>`). Write
+c(x) = x − mean_d(x) (centring over d_model) and LN_final(x) = g ⊙ c(x)/σ(x) + b with
+σ(x)² = mean_d(c(x)²) + eps. Since c is linear, c(x) = c(r) + z c(W_O), and
+
+    logits = c(x) W' / σ(x) + β,        W' = diag(g) W_U,   β = b W_U + b_U,
+    c(x) W' = R + z (c(W_O) W'),        R = c(r) W'   (cached once per position),
+
+so a row of logits costs d_head·vocab multiply-adds instead of d_model·vocab, and its backward
+pass likewise; σ(x) needs only d_model-sized vectors. Without layer norm, logits =
+R + z (W_O W_U) + b_U with R = r W_U. The identity is exact; only float rounding differs from
+the plain path. R holds vocab floats per position (:func:`projected_bytes`), so it is built
+automatically only within :data:`PROJECTED_CACHE_MAX_BYTES`.
+"""
+
+# ruff: noqa: F722
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ._tokens import checked_tokens
+from .components import canonical_components, parse_component
+from .heads import HeadWeights
+from .transformer import AttentionOnlyTransformer
+
+__all__ = ["HeadCache", "first_layer", "upstream_residual", "head_cache", "frozen_cache",
+           "cached_logits", "check_cache", "PROJECTED_CACHE_MAX_BYTES", "projected_bytes",
+           "unembedding_factors", "project_rest", "logits_from_projection"]
+
+PROJECTED_CACHE_MAX_BYTES = 2**30
+"""Largest projected cache R (float32, positions × vocab) built automatically: 1 GiB."""
+
+
+def first_layer(network: AttentionOnlyTransformer, components: Iterable[str] | None) -> int:
+    """L, the first layer whose input x^L depends on the sampled ``components``: 0 for the whole
+    network, ``"embed"`` or ``"pos"``; l for a head ``"l:h"`` or ``"layer l"``; ``n_layers`` for
+    ``"unembed"``. Everything upstream of x^L is frozen, so x^L can be computed once."""
+    if components is None:
+        return 0
+    layers = []
+    for name in canonical_components(network.config, components):
+        spec = parse_component(name, network.config)
+        layers.append({"embed": 0, "pos": 0, "unembed": network.config.n_layers}
+                      .get(spec.kind, spec.layer))
+    return min(layers)
+
+
+class HeadCache(eqx.Module):
+    """The frozen part of the network around one sampled head L:H, per model input position:
+    ``normed`` a = LN_L(x^L) and ``rest`` = x^{L+1}(w*) − out_{L,H}(w*) (module docstring).
+    Each step and each observable evaluation then runs one head, the layers after L and the
+    unembedding.
+
+    ``projected`` (only for a head of the last layer, else None) is R = c(rest) W', the rest's
+    logits before LN_final's division by σ: with it a row of logits costs d_head·vocab instead of
+    d_model·vocab multiply-adds.
+    """
+
+    normed: Float[Array, "sequences positions d_model"]
+    rest: Float[Array, "sequences positions d_model"]
+    layer: int = eqx.field(static=True)
+    head: int = eqx.field(static=True)
+    projected: Float[Array, "sequences positions vocab"] | None = None
+
+    @property
+    def component(self) -> str:
+        return f"{self.layer}:{self.head}"
+
+
+def upstream_residual(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    components: Iterable[str],
+    *,
+    chunk: int = 256,
+) -> Float[Array, "sequences positions d_model"]:
+    """The frozen residual stream x^L (L = :func:`first_layer`) of the model inputs
+    ``tokens[:, :-1]``, computed once in chunks of sequences."""
+    tokens = checked_tokens("tokens", tokens, network.config)
+    layer = first_layer(network, components)
+    if layer == 0:
+        raise ValueError(f"components {list(components)} change the embedding or layer 0: "
+                         "nothing upstream is frozen, so there is nothing to cache.")
+    chunks, size = _chunked_inputs(tokens, chunk)
+    residual = _upstream(network, chunks, layer)
+    return residual.reshape(-1, *residual.shape[2:])[:size]
+
+
+def head_cache(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    component: str,
+    *,
+    chunk: int = 256,
+    project: bool | None = False,
+) -> HeadCache:
+    """The :class:`HeadCache` of head ``component`` (``"L:H"``) for the model inputs
+    ``tokens[:, :-1]``, computed once in chunks of sequences.
+
+    :param project: also cache the projected unembedding R (a head of the last layer only);
+        None: when the head is in the last layer and R takes at most
+        :data:`PROJECTED_CACHE_MAX_BYTES`. R makes forward passes (observables) cheaper but not
+        SGLD steps, whose backward pass through R costs more than it saves, so the default is
+        False.
+    """
+    spec = parse_component(component, network.config)
+    if spec.kind != "head":
+        raise ValueError(f"head_cache needs one head 'L:H', got {component!r}")
+    tokens = checked_tokens("tokens", tokens, network.config)
+    last = spec.layer == network.config.n_layers - 1
+    if project and not last:
+        raise ValueError(f"project=True needs a head of the last layer "
+                         f"{network.config.n_layers - 1}, got {component!r}; pass project=None.")
+    if project is None:
+        project = last and projected_bytes(network, tokens.shape[0], tokens.shape[1] - 1) \
+            <= PROJECTED_CACHE_MAX_BYTES
+    chunks, size = _chunked_inputs(tokens, chunk)
+    normed, rest = _head_cache(network, chunks, spec.layer, jnp.int32(spec.head))
+    rest = rest.reshape(-1, *rest.shape[2:])[:size]
+    return HeadCache(normed.reshape(-1, *normed.shape[2:])[:size], rest, spec.layer, spec.head,
+                     project_rest(network, rest) if project else None)
+
+
+def frozen_cache(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    components: Iterable[str] | None,
+    *,
+    chunk: int = 256,
+    project: bool | None = False,
+) -> HeadCache | Float[Array, "sequences positions d_model"] | None:
+    """What can be cached for ``components``: a :class:`HeadCache` for a single head (with R as
+    :func:`head_cache`'s ``project`` says), the frozen residual stream x^L
+    (:func:`upstream_residual`) when everything upstream of a layer L > 0 is frozen, and None
+    when nothing can be cached (the whole network, the embedding, or a component set reaching
+    into layer 0 other than one head)."""
+    if components is None:
+        return None
+    names = canonical_components(network.config, components)
+    if len(names) == 1 and parse_component(names[0], network.config).kind == "head":
+        return head_cache(network, tokens, names[0], chunk=chunk, project=project)
+    if first_layer(network, names) > 0:
+        return upstream_residual(network, tokens, names, chunk=chunk)
+    return None
+
+
+def cached_logits(
+    network: AttentionOnlyTransformer,
+    cached: HeadCache | Float[Array, "positions d_model"],
+    layer: int,
+    head: HeadWeights | None = None,
+) -> Float[Array, "positions vocab"]:
+    """Logits of one sequence from its row of :func:`frozen_cache`. For a :class:`HeadCache`,
+    x^{L+1} = rest + out(a; ``head``) (the network's own head when ``head`` is None), then layers
+    L+1.. and the unembedding, through R when the row carries it; for x^L, layers ``layer``.. of
+    ``network`` and the unembedding."""
+    if not isinstance(cached, HeadCache):
+        return network.unembed(network.residual_from(layer, cached))
+    if head is None:
+        head = HeadWeights.of(network, cached.component)
+    if cached.projected is None:
+        return network.unembed(network.residual_from(cached.layer + 1,
+                                                     cached.rest + head.output(cached.normed)))
+    return logits_from_projection(network, cached.rest, cached.projected,
+                                  head.mixed_values(cached.normed), head.W_O)
+
+
+def check_cache(cache, tokens, network: AttentionOnlyTransformer,
+                components: tuple[str, ...] | None) -> None:
+    """ValueError unless ``cache`` is :func:`frozen_cache` ``(network, tokens, components)`` in
+    kind and shape (the cached values themselves are not recomputed)."""
+    expected = (tokens.shape[0], tokens.shape[1] - 1, network.config.d_model)
+    if isinstance(cache, HeadCache):
+        if components != (cache.component,):
+            raise ValueError(f"upstream is the HeadCache of head {cache.component!r} but the "
+                             f"model samples {components}; pass frozen_cache(network, tokens, "
+                             "components) of the same components.")
+        projected = (*expected[:2], network.config.d_vocab)
+        for name, want in (("normed", expected), ("rest", expected), ("projected", projected)):
+            array = getattr(cache, name)
+            if array is not None and tuple(array.shape) != want:
+                raise ValueError(f"upstream.{name} has shape {tuple(array.shape)}, expected "
+                                 f"{want}: pass frozen_cache(network, tokens, components) of the "
+                                 "same tokens.")
+        if cache.projected is not None and cache.layer != network.config.n_layers - 1:
+            raise ValueError(f"upstream.projected is set for head {cache.component!r}, but the "
+                             "projected unembedding holds only for a head of the last layer.")
+        return
+    if first_layer(network, components) == 0:
+        raise ValueError("upstream was given but the sampled components change the embedding or "
+                         "layer 0; sample with upstream=None.")
+    if tuple(cache.shape) != expected:
+        raise ValueError(f"upstream has shape {tuple(cache.shape)}, expected {expected}: pass "
+                         "upstream_residual(network, tokens, components) of the same tokens.")
+
+
+# ---------------------------------------------------------------------------- building the caches
+
+
+def _chunked_inputs(tokens, chunk: int):
+    """Model inputs ``tokens[:, :-1]`` padded to whole chunks: ([chunks, chunk, S−1], rows)."""
+    inputs = np.asarray(tokens)[:, :-1]
+    pad = -len(inputs) % chunk
+    padded = np.concatenate([inputs, np.repeat(inputs[-1:], pad, axis=0)]).reshape(
+        -1, chunk, inputs.shape[1])
+    return jnp.asarray(padded), len(inputs)
+
+
+def _residual_before(network: AttentionOnlyTransformer, seq, layer: int):
+    """x^layer of one input sequence: the embedding, then layers 0 .. layer − 1."""
+    resid = network.embed(seq)
+    for l in range(layer):
+        resid = network.apply_layer(l, resid)
+    return resid
+
+
+@eqx.filter_jit
+def _upstream(network: AttentionOnlyTransformer, chunks, layer: int):
+    """x^layer of every sequence, mapped over chunks (compiled once per network shape, chunk
+    shape and layer: the network is an argument, not a constant)."""
+    return jax.lax.map(jax.vmap(lambda seq: _residual_before(network, seq, layer)), chunks)
+
+
+@eqx.filter_jit
+def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: Array):
+    """(a, rest) of every sequence; ``head`` is traced, so all heads of a layer share one
+    program."""
+
+    def one(seq):
+        resid = _residual_before(network, seq, layer)
+        normed = network.normed_input(layer, resid)
+        rest = network.apply_layer(layer, resid) - network.head_output(layer, head, normed)
+        return normed, rest
+
+    return jax.lax.map(jax.vmap(one), chunks)
+
+
+# ---------------------------------------------------------------------------- projected unembedding
+
+
+def projected_bytes(network: AttentionOnlyTransformer, sequences: int, positions: int) -> int:
+    """Bytes of the float32 cache R of ``sequences`` × ``positions`` positions."""
+    return 4 * sequences * positions * network.config.d_vocab
+
+
+def unembedding_factors(network: AttentionOnlyTransformer
+                        ) -> tuple[Float[Array, "d_model vocab"], Float[Array, " vocab"]]:
+    """(W', β): W' = diag(g) W_U and β = b W_U + b_U with LN_final's scale g and shift b;
+    (W_U, b_U) without layer norm."""
+    if not network.config.layer_norm:
+        return network.W_U, network.b_U
+    return (network.ln_final_w[:, None] * network.W_U,
+            network.ln_final_b @ network.W_U + network.b_U)
+
+
+def _centre(x: Float[Array, "... d_model"], network: AttentionOnlyTransformer):
+    if not network.config.layer_norm:
+        return x
+    return x - jnp.mean(x, axis=-1, keepdims=True)
+
+
+@eqx.filter_jit
+def project_rest(network: AttentionOnlyTransformer,
+                 rest: Float[Array, "sequences positions d_model"]
+                 ) -> Float[Array, "sequences positions vocab"]:
+    """R = c(r) W' of every position, one sequence at a time (the network is an argument, so
+    the program is shared by every head of the layer)."""
+    w_prime, _ = unembedding_factors(network)
+    return jax.lax.map(lambda seq: _centre(seq, network) @ w_prime, rest)
+
+
+def logits_from_projection(
+    network: AttentionOnlyTransformer,
+    rest: Float[Array, "positions d_model"],
+    projected: Float[Array, "positions vocab"],
+    values: Float[Array, "positions d_head"],
+    W_O: Float[Array, "d_head d_model"],
+) -> Float[Array, "positions vocab"]:
+    """logits = (R + z (c(W_O) W')) / σ(x) + β of one sequence, x = r + z W_O: the logits of
+    the network with a last-layer head whose mixed values are z = ``values`` and whose output
+    matrix is ``W_O``, from the head's frozen ``rest`` and its projection R = ``projected``."""
+    w_prime, beta = unembedding_factors(network)
+    centred_out = _centre(W_O, network)
+    shifted = projected + values @ (centred_out @ w_prime)
+    if not network.config.layer_norm:
+        return shifted + beta
+    centred = _centre(rest, network) + values @ centred_out
+    inv_sigma = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True)
+                              + network.config.ln_eps)
+    return shifted * inv_sigma + beta

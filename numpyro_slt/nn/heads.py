@@ -1,0 +1,91 @@
+"""The weights of one attention head as a typed object.
+
+A head L:H of an :class:`~numpyro_slt.nn.transformer.AttentionOnlyTransformer` is the index
+``[L, H]`` into its stacked per-head arrays; :class:`HeadWeights` holds those seven slices
+c = (W_Q, W_K, W_V, W_O, b_Q, b_K, b_V) and computes what the head writes to the residual stream,
+out(a; c) = softmax(causal(q kᵀ/√d_head)) v W_O from its input a = LN_L(x^L). Because the
+weights are data, not an index baked into the code, the same compiled program serves the trained
+head, a sampled head and every other head of the layer.
+
+As NumPyro sites the fields are named ``"<prefix>.<field>"`` (``"1:6.W_Q"``, ``"head.b_V"``):
+:meth:`HeadWeights.sites` and :meth:`HeadWeights.from_sites` convert both ways.
+"""
+
+# ruff: noqa: F722
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float
+
+from .components import get_component, parse_component
+from .transformer import AttentionOnlyTransformer, attention_head, attention_values
+
+__all__ = ["HEAD_FIELDS", "HeadWeights"]
+
+HEAD_FIELDS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+"""The fields of a head, in the order of :func:`~numpyro_slt.nn.components.get_component`."""
+
+
+class HeadWeights(eqx.Module):
+    """c = (W_Q, W_K, W_V ``[d_model, d_head]``, W_O ``[d_head, d_model]``, b_Q, b_K, b_V
+    ``[d_head]``) of one head; leading axes (chain, draw) broadcast through :meth:`__add__`."""
+
+    W_Q: Float[Array, "*batch d_model d_head"]
+    W_K: Float[Array, "*batch d_model d_head"]
+    W_V: Float[Array, "*batch d_model d_head"]
+    W_O: Float[Array, "*batch d_head d_model"]
+    b_Q: Float[Array, "*batch d_head"]
+    b_K: Float[Array, "*batch d_head"]
+    b_V: Float[Array, "*batch d_head"]
+
+    @classmethod
+    def of(cls, network: AttentionOnlyTransformer, component: str) -> HeadWeights:
+        """The trained weights of head ``component`` (``"L:H"``) of ``network``."""
+        if parse_component(component, network.config).kind != "head":
+            raise ValueError(f"a head's weights need one head 'L:H', got {component!r}")
+        return cls(**get_component(network, component))
+
+    @classmethod
+    def from_sites(cls, values: Mapping[str, Array], prefix: str) -> HeadWeights:
+        """The head held by sites ``"<prefix>.W_Q"``, …, ``"<prefix>.b_V"`` of ``values`` (other
+        sites are ignored); a missing one is a ValueError naming it."""
+        missing = [f"{prefix}.{f}" for f in HEAD_FIELDS if f"{prefix}.{f}" not in values]
+        if missing:
+            raise ValueError(f"the sites {missing} of a head are missing; got {sorted(values)}.")
+        return cls(**{f: values[f"{prefix}.{f}"] for f in HEAD_FIELDS})
+
+    @classmethod
+    def coerce(cls, weights: HeadWeights | Mapping[str, Array]) -> HeadWeights:
+        """``weights`` as HeadWeights; a mapping must hold exactly the seven fields by name."""
+        if isinstance(weights, HeadWeights):
+            return weights
+        if not isinstance(weights, Mapping) or set(weights) != set(HEAD_FIELDS):
+            got = sorted(weights) if isinstance(weights, Mapping) else type(weights).__name__
+            raise ValueError(f"a head's weights must be HeadWeights or a mapping of "
+                             f"{sorted(HEAD_FIELDS)} (get_component(network, 'L:H')), got {got}.")
+        return cls(**{f: weights[f] for f in HEAD_FIELDS})
+
+    def fields(self) -> dict[str, Array]:
+        """Field name → array, in :data:`HEAD_FIELDS` order."""
+        return {f: getattr(self, f) for f in HEAD_FIELDS}
+
+    def sites(self, prefix: str) -> dict[str, Array]:
+        """Site name ``"<prefix>.<field>"`` → array, in :data:`HEAD_FIELDS` order."""
+        return {f"{prefix}.{f}": v for f, v in self.fields().items()}
+
+    def __add__(self, other: HeadWeights) -> HeadWeights:
+        """Field-wise c + δ (a center plus an offset)."""
+        return jax.tree.map(lambda c, d: c + d, self, other)
+
+    def output(self, normed: Float[Array, "seq d_model"]) -> Float[Array, "seq d_model"]:
+        """out(a; c), the head's write to the residual stream from its input a."""
+        return attention_head(normed, **self.fields())
+
+    def mixed_values(self, normed: Float[Array, "seq d_model"]) -> Float[Array, "seq d_head"]:
+        """z = softmax(causal(q kᵀ/√d_head)) v, the output before W_O."""
+        return attention_values(normed, W_Q=self.W_Q, W_K=self.W_K, W_V=self.W_V, b_Q=self.b_Q,
+                                b_K=self.b_K, b_V=self.b_V)
