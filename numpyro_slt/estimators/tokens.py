@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._validate import nonnegative_int, positive_int
+
 __all__ = ["top_tokens"]
 
 
@@ -50,8 +52,8 @@ def top_tokens(
     names = [str(c) for c in matrix["component"].values]
     if component not in names:
         raise ValueError(f"component {component!r} is not in the matrix; it holds {names}.")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
+    k = positive_int("k", k)
+    context_tokens = nonnegative_int("context_tokens", context_tokens)
     column = matrix.sel(component=component).values.astype(np.float64)
     order = np.argsort(column, kind="stable")
     picks = [("expresses", i) for i in order[:k]] + [("suppresses", i) for i in order[::-1][:k]]
