@@ -24,13 +24,13 @@ from numpyro_slt.nn.induction import (
     score_table,
 )
 from numpyro_slt.nn.train import (
-    CHECKPOINT_JSON,
     TrainConfig,
     batch_at,
     learning_rate_schedule,
     load_checkpoint,
     train,
 )
+from numpyro_slt.nn.train_checkpoints import CHECKPOINT_JSON
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=32, d_head=16, n_ctx=32, d_vocab=64)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .._config import checked_fields
+from .._validate import positive_int, positive_number
 
 __all__ = ["TransformerConfig"]
 
@@ -56,16 +57,14 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"TransformerConfig.{name} must be a positive int, got {value!r} "
-                    f"(type {type(value).__name__}); pass e.g. {name}={_default(name)}."
-                )
-            if value < 1:
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                # the shared check would say "a positive int"; an int below 1 is told its bound
                 raise ValueError(
                     f"TransformerConfig.{name} must be >= 1, got {value}; "
                     f"pass a positive size, e.g. {name}={_default(name)}."
                 )
+            self._store(name, positive_int,
+                        f" (type {type(value).__name__}); pass e.g. {name}={_default(name)}")
         if self.d_vocab < 2:
             raise ValueError(
                 f"TransformerConfig.d_vocab must be >= 2 for next-token prediction to mean "
@@ -75,16 +74,19 @@ class TransformerConfig:
             raise ValueError(
                 f"TransformerConfig.layer_norm must be True or False, got {self.layer_norm!r}."
             )
-        if not _is_positive_finite(self.ln_eps):
-            raise ValueError(
-                f"TransformerConfig.ln_eps must be a positive finite float, got {self.ln_eps!r}; "
-                "use e.g. ln_eps=1e-5."
-            )
-        if self.init_std is not None and not _is_positive_finite(self.init_std):
-            raise ValueError(
-                f"TransformerConfig.init_std must be None or a positive finite float, got "
-                f"{self.init_std!r}; use None for the default 0.8 / sqrt(d_model)."
-            )
+        self._store("ln_eps", positive_number, "; use e.g. ln_eps=1e-5")
+        if self.init_std is not None:
+            self._store("init_std", positive_number,
+                        "; use None for the default 0.8 / sqrt(d_model)")
+
+    def _store(self, name: str, check, hint: str) -> None:
+        """Replace field ``name`` by ``check``'s canonical value (a plain ``int`` or ``float``, so
+        that :meth:`to_dict` stays JSON-serialisable), or raise ``check``'s error plus ``hint``."""
+        try:
+            value = check(f"TransformerConfig.{name}", getattr(self, name))
+        except ValueError as err:
+            raise ValueError(f"{str(err).rstrip('.')}{hint}.") from None
+        object.__setattr__(self, name, value)
 
     @property
     def weight_std(self) -> float:
@@ -146,8 +148,3 @@ class TransformerConfig:
 def _default(name: str) -> Any:
     return next(f.default for f in fields(TransformerConfig) if f.name == name)
 
-
-def _is_positive_finite(x: Any) -> bool:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return False
-    return math.isfinite(x) and x > 0

@@ -1,14 +1,14 @@
 """The embedded default model: its recipe, the files that ship, and :func:`load_default`.
 
 The default is the paper's 2-layer × 8-head attention-only transformer, shrunk so that it trains
-on a 2-core CPU in minutes (every difference from the paper is listed in ``docs/transformer.md``):
-d_model 64, d_head 16, context 64, a byte-level BPE vocabulary of 1,024 tokens trained on the
-offline corpora, and pre-LN layer norm. It is trained in two stages by :func:`build_default`:
+on a small CPU (every difference from the paper is listed in ``docs/transformer.md``): d_model 64,
+d_head 16, context 64, a byte-level BPE vocabulary of 1,024 tokens trained on the offline
+corpora, and pre-LN layer norm. It is trained in two stages by :func:`build_default`:
 
 1. **Induction stage.** Windows of offline text in each of which one segment of uniform random
-   tokens appears twice (:func:`~numpyro_slt.nn.induction_mixture` with ``repeat_fraction=1``,
-   ``random_fraction=1``). In-context copying is then the only way to predict the second copy,
-   which is what makes induction heads form within a few million tokens.
+   tokens appears twice (:func:`~numpyro_slt.data.synthetic.induction_mixture` with
+   ``repeat_fraction=1``, ``random_fraction=1``). In-context copying is then the only way to
+   predict the second copy, which is what makes induction heads form within a few million tokens.
 2. **Text stage.** Windows of the code, legal, prose and math corpora, half of them carrying a
    repeated segment (random tokens or a copied span), at a lower learning rate: the model learns
    the text while keeping its induction circuit.
@@ -38,6 +38,8 @@ import numpy as np
 
 from .._config import checked_fields
 from .._io import atomic_write, sha256_of
+from .._validate import fraction as _fraction
+from .._validate import nonnegative_int, positive_int
 from ..data.corpora import GENRES, genre_texts
 from ..data.synthetic import induction_mixture
 from ..data.tokenizer import train_tokenizer
@@ -113,16 +115,13 @@ class DefaultRecipe:
         for name in ("stage1", "stage2"):
             if not isinstance(getattr(self, name), TrainConfig):
                 raise ValueError(f"DefaultRecipe.{name} must be a TrainConfig.")
-        for name in ("tokenizer_chars", "text_chars", "stage1_sequences", "stage2_sequences"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DefaultRecipe.{name} must be a positive int, got {v!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"DefaultRecipe.seed must be an int >= 0, got {self.seed!r}.")
-        for name in ("stage2_repeat_fraction", "stage2_random_fraction"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, int | float) and 0 <= v <= 1):
-                raise ValueError(f"DefaultRecipe.{name} must lie in [0, 1], got {v!r}.")
+        # Each number is stored in its canonical type, so that to_dict stays JSON-serialisable.
+        checks = {name: positive_int for name in ("tokenizer_chars", "text_chars",
+                                                  "stage1_sequences", "stage2_sequences")}
+        checks |= {"seed": nonnegative_int, "stage2_repeat_fraction": _fraction,
+                   "stage2_random_fraction": _fraction}
+        for name, check in checks.items():
+            object.__setattr__(self, name, check(f"DefaultRecipe.{name}", getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -15,17 +15,11 @@ The batch of step t is drawn with replacement from the rows of the token array w
 resumed from a checkpoint sees the same batches, and on a given machine ends with the same
 parameters, bit for bit, as an uninterrupted one.
 
-A checkpoint directory holds ``state_<step>.eqx`` (the network and the optimiser state, through
-``equinox.tree_serialise_leaves``) and ``checkpoint.json`` (step, training and model configs,
-the size and SHA-256 of the state file, a fingerprint of the data, the loss history). Both are
-written to a temporary file first and moved into place with ``os.replace``; the JSON is written
-last and is the commit point, so a run killed at any moment leaves the previous checkpoint intact.
+Checkpoints (their files, checks and resumption) are :mod:`numpyro_slt.nn.train_checkpoints`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +33,6 @@ import numpy as np
 import optax
 
 from .._config import checked_fields
-from .._io import atomic_write, sha256_of
 from .._validate import (
     nonnegative_int,
     nonnegative_number,
@@ -50,6 +43,15 @@ from .._validate import (
 from ..data.synthetic import repeated_random_tokens
 from .config import TransformerConfig
 from .induction import default_probe_length, score_from_patterns
+from .train_checkpoints import (
+    checkpoint_directory,
+    data_fingerprint,
+    match_config,
+    read_meta,
+    read_state,
+    resume_state,
+    write_checkpoint,
+)
 from .transformer import AttentionOnlyTransformer
 
 __all__ = [
@@ -60,10 +62,6 @@ __all__ = [
     "make_optimizer",
     "train",
 ]
-
-CHECKPOINT_JSON = "checkpoint.json"
-_FORMAT = "numpyro-slt-train-checkpoint-1"
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -170,13 +168,6 @@ def _check_data(network: AttentionOnlyTransformer, tokens) -> jax.Array:
     return jnp.asarray(token_array("tokens", tokens, d_vocab=c.d_vocab, n_ctx=c.n_ctx))
 
 
-def _fingerprint(tokens: jax.Array) -> str:
-    arr = np.ascontiguousarray(np.asarray(tokens, dtype=np.int32))
-    h = hashlib.sha256(str(arr.shape).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()[:16]
-
-
 def _make_step(optimizer: optax.GradientTransformation, seed: int, batch_size: int):
     @eqx.filter_jit
     def step(network, opt_state, tokens, t):
@@ -262,7 +253,7 @@ def train(
     if not isinstance(network, AttentionOnlyTransformer):
         raise TypeError(f"network must be an AttentionOnlyTransformer, got {type(network)}.")
     data = _check_data(network, tokens)
-    fingerprint = _fingerprint(data)
+    fingerprint = data_fingerprint(data)
     end = config.steps if stop_at is None else int(stop_at)
     if not 0 <= end <= config.steps:
         raise ValueError(f"stop_at must lie in [0, steps={config.steps}], got {stop_at}.")
@@ -274,20 +265,10 @@ def train(
     opt_state = optimizer.init(eqx.filter(network, eqx.is_inexact_array))
     history: dict[str, Any] = {"loss": [], "eval": [], "tokens_per_second": None, "step": 0}
     start = 0
-    if resume and (directory / CHECKPOINT_JSON).exists():
-        meta = _read_meta(directory)
-        _match("model config", meta["model_config"], network.config.to_dict())
-        _match("training config", meta["train_config"], config.to_dict(),
-               ignore=("checkpoint_every",))
-        if meta.get("data_fingerprint") != fingerprint:
-            raise ValueError(
-                f"the token array differs from the one the checkpoint in {directory} was trained "
-                f"on (fingerprint {fingerprint} vs {meta.get('data_fingerprint')}); resume with "
-                "the same data or start a new run."
-            )
-        network, opt_state = _read_state(directory, meta, (network, opt_state))
-        start = int(meta["step"])
-        history = meta["history"]
+    resumed = resume_state(directory, network, opt_state, config.to_dict(), fingerprint
+                           ) if resume else None
+    if resumed is not None:  # None: no checkpoint there yet, start from scratch
+        network, opt_state, start, history = resumed
         if start > end:
             raise ValueError(f"the checkpoint is at step {start}, beyond stop_at={end}.")
 
@@ -332,8 +313,8 @@ def train(
                     )
                 history["step"] = done
                 if save:
-                    _write_checkpoint(directory, network, opt_state, config, history,
-                                      fingerprint, done)
+                    write_checkpoint(directory, network, opt_state, config.to_dict(), history,
+                                     fingerprint, done)
                 if bar is not None:
                     postfix = {"loss": f"{history['loss'][-1]:.3f}"}
                     if last_eval is not None:
@@ -348,116 +329,7 @@ def train(
     return network, history
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, write, "wb")
-
-
-def _write_checkpoint(directory: Path, network, opt_state, config: TrainConfig,
-                      history: dict, fingerprint: str, step: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    state_name = f"state_{step:08d}.eqx"
-    state_path = directory / state_name
-    _atomic_write_bytes(state_path, lambda f: eqx.tree_serialise_leaves(f, (network, opt_state)))
-    meta = {
-        "format": _FORMAT,
-        "step": step,
-        "state_file": state_name,
-        "state_bytes": state_path.stat().st_size,
-        "state_sha256": sha256_of(state_path),
-        "model_config": network.config.to_dict(),
-        "train_config": config.to_dict(),
-        "data_fingerprint": fingerprint,
-        "history": history,
-    }
-    text = json.dumps(meta, indent=1).encode()
-    _atomic_write_bytes(directory / CHECKPOINT_JSON, lambda f: f.write(text))
-    for old in directory.glob("state_*.eqx"):  # older states are superseded by the commit above
-        if old.name != state_name:
-            old.unlink(missing_ok=True)
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        return path
-    if path.name == CHECKPOINT_JSON:
-        return path.parent
-    raise FileNotFoundError(
-        f"no checkpoint at {path}: pass a checkpoint directory (holding {CHECKPOINT_JSON})."
-    )
-
-
-def _read_meta(directory: Path) -> dict[str, Any]:
-    meta_path = directory / CHECKPOINT_JSON
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no {CHECKPOINT_JSON} in {directory}: not a training checkpoint.")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path} is corrupt or truncated (not valid JSON: {err}).") from None
-    needed = ("format", "step", "state_file", "state_bytes", "state_sha256", "model_config",
-              "train_config", "history")
-    missing = [k for k in needed if not isinstance(meta, dict) or k not in meta]
-    if missing or meta.get("format") != _FORMAT:
-        raise ValueError(
-            f"{meta_path} is not a numpyro-slt training checkpoint (format "
-            f"{meta.get('format') if isinstance(meta, dict) else None!r}, missing {missing})."
-        )
-    return meta
-
-
-def _verify_state_file(directory: Path, meta: dict) -> Path:
-    state_path = directory / meta["state_file"]
-    if not state_path.exists():
-        raise FileNotFoundError(f"checkpoint state file {state_path} is missing.")
-    size = state_path.stat().st_size
-    if size != meta["state_bytes"]:
-        raise ValueError(
-            f"checkpoint state file {state_path} is truncated or corrupt: {size} bytes, "
-            f"expected {meta['state_bytes']}."
-        )
-    if sha256_of(state_path) != meta["state_sha256"]:
-        raise ValueError(
-            f"checkpoint state file {state_path} is corrupt: its SHA-256 does not match the one "
-            f"recorded in {CHECKPOINT_JSON}."
-        )
-    return state_path
-
-
-def _read_state(directory: Path, meta: dict, like):
-    state_path = _verify_state_file(directory, meta)
-    template = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if eqx.is_array(x) else x, like
-    )
-    try:
-        loaded = eqx.tree_deserialise_leaves(state_path, template)
-    except Exception as err:  # reported as a clear error below
-        raise ValueError(f"could not read checkpoint state {state_path}: {err}") from err
-    bad = [
-        f"{jax.tree_util.keystr(path)}: saved {a.shape} {a.dtype}, expected {b.shape} {b.dtype}"
-        for (path, a), b in zip(
-            jax.tree_util.tree_leaves_with_path(loaded), jax.tree_util.tree_leaves(template),
-            strict=True,
-        )
-        if eqx.is_array(a) and (a.shape != b.shape or a.dtype != b.dtype)
-    ]
-    if bad:
-        raise ValueError(f"checkpoint {state_path} does not match the model: " + "; ".join(bad))
-    return loaded
-
-
-def _match(what: str, saved: dict, expected: dict, ignore: tuple[str, ...] = ()) -> None:
-    diffs = [
-        f"{k}: saved {saved.get(k)!r}, expected {expected.get(k)!r}"
-        for k in sorted(set(saved) | set(expected))
-        if k not in ignore and saved.get(k) != expected.get(k)
-    ]
-    if diffs:
-        raise ValueError(f"checkpoint {what} does not match: " + "; ".join(diffs) + ".")
+# ---------------------------------------------------------------------------- reading a network
 
 
 def load_checkpoint(
@@ -468,13 +340,16 @@ def load_checkpoint(
     If ``config`` is given, the saved model config must equal it; otherwise a ValueError names
     every mismatching field. A truncated or corrupt state file (size or SHA-256 differing from
     the record in ``checkpoint.json``) or JSON file is refused with a ValueError.
+
+    It lives here rather than in :mod:`~numpyro_slt.nn.train_checkpoints` because reading the
+    state needs its shape, and the optimiser state's shape comes from :func:`make_optimizer`.
     """
-    directory = _resolve(path)
-    meta = _read_meta(directory)
+    directory = checkpoint_directory(path)
+    meta = read_meta(directory)
     if config is not None:
         if not isinstance(config, TransformerConfig):
             raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}.")
-        _match("model config", meta["model_config"], config.to_dict())
+        match_config("model config", meta["model_config"], config.to_dict())
     saved_config = TransformerConfig.from_dict(meta["model_config"])
     train_config = TrainConfig.from_dict(meta["train_config"])
 
@@ -482,5 +357,5 @@ def load_checkpoint(
         net = AttentionOnlyTransformer(saved_config, key=jax.random.PRNGKey(0))
         return net, make_optimizer(train_config).init(eqx.filter(net, eqx.is_inexact_array))
 
-    network, _ = _read_state(directory, meta, eqx.filter_eval_shape(template))
+    network, _ = read_state(directory, meta, eqx.filter_eval_shape(template))
     return network
