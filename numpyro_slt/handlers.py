@@ -86,7 +86,7 @@ class temper(Messenger):
     n. When the sites differ in size, pass ``n`` explicitly; otherwise each site is normalised by
     its own count, i.e. L_n = Σ_s (mean NLL of site s).
 
-    :param model: a NumPyro model (callable).
+    :param fn: a NumPyro model (callable).
     :param nbeta: the inverse temperature times n, nβ > 0.
     :param n: optional number of observations n; defaults to each site's own count.
     """
@@ -124,7 +124,34 @@ class temper(Messenger):
         return max(int(count), 1)
 
 
-class localize(Messenger):
+class _NamesSites(Messenger):
+    """A handler given site names by the user (``names``): it records the latent sites it sees in
+    one run of the model and, when the run ends without error, raises a ValueError for the names
+    that matched none (the message is ``unknown_message`` filled with the unknown names and the
+    latent sites seen)."""
+
+    unknown_message = "{unknown} are not latent sites of the model; latent sites: {seen}"
+
+    def __init__(self, fn: Callable | None, names: Iterable[str]):
+        self._names = set(names)
+        self._seen: set[str] = set()
+        super().__init__(fn)
+
+    def __enter__(self):
+        self._seen = set()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        result = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None:
+            unknown = sorted(self._names - self._seen)
+            if unknown:
+                raise ValueError(self.unknown_message.format(unknown=unknown,
+                                                             seen=sorted(self._seen)))
+        return result
+
+
+class localize(_NamesSites):
     """Replace the prior of each latent site by a Gaussian around the center, N(u*, γ^{-1/2}·I).
 
     The Gaussian lives in NumPyro's unconstrained coordinates u (the identity for real-valued
@@ -132,11 +159,14 @@ class localize(Messenger):
     ``center[name]``. With γ = 0 the prior becomes flat (improper) and only the tempered
     likelihood remains.
 
-    :param model: a NumPyro model.
+    :param fn: a NumPyro model.
     :param center: mapping site name → value w* (constrained, the shape of the site). Every latent
         site of the model must be named, and every name must be a latent site.
     :param gamma: localization strength γ ≥ 0.
     """
+
+    unknown_message = ("center names {unknown} that are not latent sites of the model; latent "
+                       "sites seen: {seen}. Remove or rename them.")
 
     def __init__(
         self,
@@ -159,23 +189,7 @@ class localize(Messenger):
             )
         self.center = {name: jnp.asarray(value) for name, value in center.items()}
         self.gamma = gamma
-        self._seen: set[str] = set()
-        super().__init__(fn)
-
-    def __enter__(self):
-        self._seen = set()
-        return super().__enter__()
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        result = super().__exit__(exc_type, exc_value, traceback)
-        if exc_type is None:
-            unknown = sorted(set(self.center) - self._seen)
-            if unknown:
-                raise ValueError(
-                    f"center names {unknown} that are not latent sites of the model; "
-                    f"latent sites seen: {sorted(self._seen)}. Remove or rename them."
-                )
-        return result
+        super().__init__(fn, self.center)
 
     def process_message(self, msg: dict) -> None:
         if not is_latent_site(msg) or msg["infer"].get("slt_frozen"):
@@ -223,7 +237,7 @@ def _is_real(support: Any) -> bool:
     )
 
 
-class restrict(Messenger):
+class restrict(_NamesSites):
     """Sample only the latent sites in ``sites``; freeze every other latent site.
 
     This is the weight-restricted posterior of docs/formulas.md: with w = (u, c) and c the
@@ -232,10 +246,12 @@ class restrict(Messenger):
     center (so apply ``restrict`` outside :func:`localize`). Frozen sites are not sampled, not
     collected and carry no prior term.
 
-    :param model: a NumPyro model.
+    :param fn: a NumPyro model.
     :param sites: names of the latent sites to keep sampling (at least one).
     :param values: optional frozen values for the other latent sites.
     """
+
+    unknown_message = "sites {unknown} are not latent sites of the model; valid names: {seen}"
 
     def __init__(
         self,
@@ -249,29 +265,13 @@ class restrict(Messenger):
         if not self.sites:
             raise ValueError("sites must name at least one latent site to sample, e.g. ['w']")
         self.values = {k: jnp.asarray(v) for k, v in (values or {}).items()}
-        self._latent_seen: set[str] = set()
-        super().__init__(fn)
-
-    def __enter__(self):
-        self._latent_seen = set()
-        return super().__enter__()
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        result = super().__exit__(exc_type, exc_value, traceback)
-        if exc_type is None:
-            unknown = sorted(self.sites - self._latent_seen)
-            if unknown:
-                raise ValueError(
-                    f"sites {unknown} are not latent sites of the model; "
-                    f"valid names: {sorted(self._latent_seen)}"
-                )
-        return result
+        super().__init__(fn, self.sites)
 
     def process_message(self, msg: dict) -> None:
         if not is_latent_site(msg):
             return
         name = msg["name"]
-        self._latent_seen.add(name)
+        self._seen.add(name)
         if name in self.sites:
             return
         if name in self.values:

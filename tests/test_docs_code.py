@@ -38,12 +38,7 @@ FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Blocks that fail today because the library lacks a name the docs show; (file, text in the
 # block) -> reason. Remove an entry once the name exists.
-EXPECTED_FAILURES = {
-    ("docs/study.md", "from numpyro_slt.nn import load_default"):
-        "numpyro_slt.nn.load_default export pending",
-    ("docs/transformer.md", "from numpyro_slt.nn import load_default"):
-        "numpyro_slt.nn.load_default export pending",
-}
+EXPECTED_FAILURES: dict[tuple[str, str], str] = {}
 
 FENCE = re.compile(r"^```(\S*)\s*$")
 DIRECTIVE = re.compile(r"^<!--\s*(not-tested|docs-smoke|slow)\s*(?::\s*(.*?))?\s*-->\s*$")

@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Int
 
+from .._arviz import posterior_group, with_posterior
 from .._validate import positive_int, token_array
 from .caches import frozen_cache
 from .components import canonical_components
@@ -263,14 +264,12 @@ def add_observables(data, observables: xr.Dataset):
     """Return the ArviZ data ``data`` (InferenceData or DataTree) with ``observables`` merged into
     its ``posterior`` group (matched on chain and draw; ``draw`` coordinates of thinned
     observables must be a subset of the run's)."""
-    if hasattr(xr, "DataTree") and isinstance(data, xr.DataTree):
-        posterior = data["posterior"].to_dataset()
-        data["posterior"] = xr.DataTree(_merge(posterior, observables))
-        return data
-    if hasattr(data, "posterior"):
-        data.posterior = _merge(data.posterior, observables)
-        return data
-    raise TypeError(f"data must be an ArviZ InferenceData or DataTree, got {type(data).__name__}.")
+    try:
+        posterior = posterior_group(data)
+    except (TypeError, ValueError):
+        raise TypeError("data must be ArviZ data (InferenceData or DataTree) with a posterior "
+                        f"group, got {type(data).__name__}.") from None
+    return with_posterior(data, _merge(posterior, observables))
 
 
 def _merge(posterior: xr.Dataset, observables: xr.Dataset) -> xr.Dataset:

@@ -135,8 +135,9 @@ def sample_component(network, component: str, data: dict[str, Any], config: Stud
     sample_stats."""
     from ..handlers import localize, temper
     from ..kernels import SGLD
-    from ..nn.observables import ObservableEvaluator
-    restricted = _restricted_posterior(network, component, data["sampling"], config.batch_size,
+    from ..nn import ObservableEvaluator, restricted_posterior
+
+    restricted = restricted_posterior(network, component, data["sampling"], config.batch_size,
                                       fast_path=config.fast_path)
     posterior = localize(temper(restricted.model, config.nbeta), restricted.center, config.gamma)
     kernel = SGLD(posterior, config.step_size)
@@ -196,31 +197,3 @@ def sample_components(network, components: Sequence[str], data: dict[str, Any],
             bar.close()
     return runs
 
-
-class _Restricted:  # TEMPORARY until nn.restricted_posterior lands
-    def __init__(self, model, center, model_args, component_weights):
-        self.model, self.center, self.model_args = model, center, model_args
-        self.component_weights = component_weights
-
-
-def _restricted_posterior(network, component, tokens, batch_size, *, fast_path=True):
-    from ..nn.components import get_component
-    from ..nn.posterior import (
-        HeadCache,
-        frozen_cache,
-        head_offset_center,
-        head_offset_model,
-        head_weights_from_offsets,
-        language_model,
-        parameter_sites,
-    )
-
-    upstream = frozen_cache(network, tokens, [component]) if fast_path else None
-    if isinstance(upstream, HeadCache):
-        trained = get_component(network, component)
-        return _Restricted(head_offset_model(network, upstream.layer, batch_size=batch_size),
-                           head_offset_center(network, upstream.layer),
-                           (tokens, upstream, trained),
-                           lambda d: head_weights_from_offsets(trained, d, component))
-    return _Restricted(language_model(network, [component], batch_size=batch_size),
-                       parameter_sites(network, [component]), (tokens, upstream), lambda d: d)
