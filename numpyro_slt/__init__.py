@@ -1,6 +1,7 @@
 """numpyro-slt: singular learning theory for NumPyro.
 
-Turn a model into a localized, tempered posterior (:func:`temper`, :func:`localize`,
+Find the center w* of a model (:func:`find_center`), turn the model into a localized, tempered
+posterior (:func:`temper`, :func:`localize`,
 :func:`restrict`), sample it with the :class:`SGLD` kernel inside ``numpyro.infer.MCMC`` (or in
 resumable segments with :func:`sample_checkpointed`), check the chains with
 :func:`check_chains`, and estimate the local learning coefficient with :func:`llc` and
@@ -12,6 +13,7 @@ compilation helpers in :mod:`numpyro_slt.utils`. None of them is imported here, 
 ``import numpyro_slt`` loads neither matplotlib, tokenizers nor datasets.
 """
 
+from .center import find_center
 from .checkpoint import CheckpointedRun, sample_checkpointed
 from .estimators.llc import estimate_llc, llc
 from .estimators.pca import per_layer_pca, response_pca
@@ -24,4 +26,5 @@ __version__ = "0.1.0"
 
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict",
            "llc", "estimate_llc", "sample_checkpointed", "CheckpointedRun", "check_chains",
-           "ChainReport", "susceptibilities", "response_matrix", "response_pca", "per_layer_pca"]
+           "ChainReport", "susceptibilities", "response_matrix", "response_pca", "per_layer_pca",
+           "find_center"]
