@@ -1,7 +1,6 @@
 """numpyro-slt: singular learning theory for NumPyro.
 
-Find the center w* of a model (:func:`find_center`), turn the model into a localized, tempered
-posterior (:func:`temper`, :func:`localize`,
+Turn a model into a localized, tempered posterior (:func:`temper`, :func:`localize`,
 :func:`restrict`), sample it with the :class:`SGLD` kernel inside ``numpyro.infer.MCMC`` (or in
 resumable segments with :func:`sample_checkpointed`), check the chains with
 :func:`check_chains`, and estimate the local learning coefficient with :func:`llc` and
