@@ -1,4 +1,4 @@
-"""The center w*: a local minimum of the loss, where :func:`~numpyro_slt.localize` puts its Gaussian.
+"""The center w*: a local minimum of the loss, where :func:`~numpyro_slt.localize` centers.
 
 The LLC λ̂(w*) = nβ·(E_w[L_n(w)] − L_n(w*)) of docs/formulas.md is defined at a local minimum of
 L_n; at a point with a non-zero gradient the localized posterior drifts downhill and λ̂ is biased
@@ -31,7 +31,7 @@ import optax
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import AutoDelta
-from numpyro.infer.initialization import init_to_uniform, init_to_value
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 from numpyro.primitives import Messenger
 
@@ -167,8 +167,7 @@ def _latent_sites(model, model_args, model_kwargs, init, rng_key):
         raise ValueError(
             f"init must be a dict {{site name: constrained value}}, got {type(init).__name__}"
         )
-    strategy = init_to_value(values=dict(init)) if init else init_to_uniform
-    seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=strategy)
+    seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=init_to_uniform)
     trace = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
     latent = [msg for msg in trace.values() if is_latent_site(msg)]
     if not latent:
@@ -177,13 +176,14 @@ def _latent_sites(model, model_args, model_kwargs, init, rng_key):
             "samples its parameters with numpyro.sample (without obs=)"
         )
     sites = {msg["name"]: _Site(msg) for msg in latent}
-    unknown = sorted(set(init or {}) - set(sites))
+    init = dict(init or {})
+    unknown = sorted(set(init) - set(sites))
     if unknown:
         raise ValueError(
             f"init names {unknown} that are not latent sites of the model; latent sites: "
             f"{sorted(sites)}"
         )
-    for name, value in (init or {}).items():
+    for name, value in init.items():
         if tuple(jnp.shape(value)) != sites[name].shape:
             raise ValueError(
                 f"init[{name!r}] has shape {tuple(jnp.shape(value))} but the site has shape "
@@ -192,7 +192,8 @@ def _latent_sites(model, model_args, model_kwargs, init, rng_key):
     counts = [math.prod(msg["fn"].batch_shape) for msg in trace.values()
               if is_likelihood_site(msg)]
     n = max(counts, default=1)
-    start = {msg["name"]: sites[msg["name"]].transform.inv(msg["value"]) for msg in latent}
+    start = {name: site.transform.inv(jnp.asarray(init.get(name, trace[name]["value"])))
+             for name, site in sites.items()}
     return sites, start, n
 
 
