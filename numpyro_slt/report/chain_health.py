@@ -1,4 +1,4 @@
-"""Is a run trustworthy? Per-chain and per-parameter checks of an SGLD run, each with what to change.
+"""Is a run trustworthy? Checks of an SGLD run's chains and parameters, each with what to change.
 
 The criteria are those of DESIGN.md §2 ("Calibration"). For every chain of an SGLD run (a finished
 ``MCMC``, a ``CheckpointedRun``, ``InferenceData``, ``DataTree`` or ``sample_stats`` Dataset)
@@ -16,8 +16,8 @@ The criteria are those of DESIGN.md §2 ("Calibration"). For every chain of an S
   (burn-in too short, or the chain is leaving w*);
 - **escape**: the mean ``distance`` from w* in the last third over the first third; above
   ``escape_ratio`` the localization γ is too weak to hold the chain;
-- **sign**: a negative λ̂ (the mean or any chain): the chains found losses below L_n(w*), so w* is not
-  a local minimum of L_n or the chain drifted away from it;
+- **sign**: a negative λ̂ (the mean or any chain): the chains found losses below L_n(w*), so w* is
+  not a local minimum of L_n or the chain drifted away from it;
 
 and, across chains, the R-hat and bulk ESS of the LLC trace and of the parameters' draws when the
 source has them (every coordinate of a site with at most ``site_coords`` coordinates; of a larger
@@ -183,7 +183,8 @@ def check_chains(
         site_rhat, site_ess = float(row.rhat), float(row.ess)
         if site_rhat > rhat_max or site_ess < ess_min:
             mixing.append(
-                f"site {site!r} mixes badly: worst R-hat {site_rhat:.3f} (at {row.rhat_at.item()}), "
+                f"site {site!r} mixes badly: worst R-hat {site_rhat:.3f} "
+                f"(at {row.rhat_at.item()}), "
                 f"least bulk ESS {site_ess:.0f} (at {row.ess_at.item()}); thresholds R-hat ≤ "
                 f"{rhat_max}, ESS ≥ {ess_min:.0f}. The LLC trace can look converged while the "
                 "parameters are not: run longer (more num_samples), or add chains")
