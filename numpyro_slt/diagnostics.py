@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["ess_rhat"]
+__all__ = ["ess_rhat", "ess_rhat_columns"]
 
 
 def ess_rhat(trace: np.ndarray) -> tuple[float, float]:
@@ -28,3 +28,13 @@ def ess_rhat(trace: np.ndarray) -> tuple[float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(az.ess(trace)), float(az.rhat(trace))
+
+
+def ess_rhat_columns(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ess_rhat` of every column of a (chain, draw, k) array: two arrays of length k."""
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 3:
+        raise ValueError(f"draws must have shape (chain, draw, k), got {draws.shape}")
+    pairs = [ess_rhat(draws[:, :, j]) for j in range(draws.shape[2])]
+    return (np.array([p[0] for p in pairs], dtype=float),
+            np.array([p[1] for p in pairs], dtype=float))

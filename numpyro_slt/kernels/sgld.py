@@ -158,8 +158,10 @@ class SGLD(MCMCKernel):
             raise ValueError(f"step_size must be a number > 0, got {step_size!r}") from None
         if not (step_size > 0.0 and math.isfinite(step_size)):
             raise ValueError(
-                f"step_size must be finite and > 0, got {step_size!r}; try 1e-4 to 1e-3 and check "
-                "that mala_accept stays near 0.9 or above"
+                f"step_size must be finite and > 0, got {step_size!r}; it scales as 1/(nβ times "
+                "the curvature of L_n): the docs use 1e-5 at nβ = n/log n ≈ 2,000 (quick start) "
+                "and 1e-3 at nβ = 30 (a transformer head); check that mala_accept stays at 0.9 or "
+                "above"
             )
         if minibatch not in ("with_replacement", "without_replacement"):
             raise ValueError(
