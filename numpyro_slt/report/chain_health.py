@@ -1,8 +1,8 @@
 """Is a run trustworthy? Checks of an SGLD run's chains and parameters, each with what to change.
 
-The criteria are those of DESIGN.md §2 ("Calibration"). For every chain of an SGLD run (a finished
-``MCMC``, a ``CheckpointedRun``, ``InferenceData``, ``DataTree`` or ``sample_stats`` Dataset)
-:func:`check_chains` looks at
+The criteria are those of docs/formulas.md ("Calibration"). For every chain of an SGLD run (a
+finished ``MCMC``, a ``CheckpointedRun``, ``InferenceData``, ``DataTree`` or ``sample_stats``
+Dataset) :func:`check_chains` looks at
 
 - **divergence**: a non-finite loss or gradient, or a loss excess L_B − L_n(w*) above the kernel's
   ``max_excess_loss`` (``diverged_at >= 0``, recorded by the kernel); and an exploded estimate,
