@@ -32,14 +32,13 @@ moves the report says "reduce step_size" and never "raise step_size".
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .._arviz import is_datatree, posterior_group, sample_stats
+from .._arviz import posterior_group, sample_stats
 from ..diagnostics import ess_rhat, ess_rhat_columns
 from ..estimators.llc import llc
 
@@ -244,13 +243,15 @@ def _parameter_draws(source: Any) -> dict[str, np.ndarray]:
     """The parameter draws of ``source``, site → (chain, draw, ...); empty when it has none."""
     from numpyro.infer import MCMC
 
-    samples: Any = {}
-    if isinstance(source, MCMC) or callable(getattr(source, "sample_stats_dataset", None)):
-        samples = source.get_samples(group_by_chain=True)
-    elif is_datatree(source) and "posterior" in source.children:
-        samples = posterior_group(source)
-    elif callable(getattr(source, "groups", None)) and "posterior" in source.groups():
-        samples = posterior_group(source)
+    from ..checkpoint import CheckpointedRun
+
+    if isinstance(source, MCMC | CheckpointedRun):
+        samples: Any = source.get_samples(group_by_chain=True)
+    else:
+        try:  # ArviZ data of either line; a sample_stats Dataset has no draws
+            samples = posterior_group(source)
+        except (TypeError, ValueError):
+            samples = {}
     out = {}
     for name in samples:
         values = np.asarray(samples[name])
@@ -287,9 +288,7 @@ def _parameter_mixing(draws: dict[str, np.ndarray], site_coords: int) -> xr.Data
             norm = np.linalg.norm(flat, axis=2)[:, :, None]
             columns = np.concatenate([columns, norm], axis=2)
             labels.append(f"‖{name}‖")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ess, rhat = ess_rhat_columns(columns)
+        ess, rhat = ess_rhat_columns(columns)  # ArviZ's warnings are silenced there
         if not (np.isfinite(ess).any() and np.isfinite(rhat).any()):
             continue
         worst, least = int(np.nanargmax(rhat)), int(np.nanargmin(ess))
