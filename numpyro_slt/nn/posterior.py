@@ -36,15 +36,7 @@ from jaxtyping import Array, Float, Int
 
 from .._validate import nonnegative_int, positive_int
 from ._tokens import checked_tokens
-from .caches import (
-    HeadCache,
-    cached_logits,
-    check_cache,
-    first_layer,
-    frozen_cache,
-    head_cache,
-    upstream_residual,
-)
+from .caches import HeadCache, cached_logits, check_cache, first_layer
 from .components import (
     canonical_components,
     component_fields,
@@ -57,9 +49,7 @@ from .heads import HeadWeights
 from .transformer import AttentionOnlyTransformer
 
 __all__ = ["language_model", "parameter_sites", "network_at", "logits_at", "head_offset_model",
-           "head_offset_center", "head_weights_from_offsets", "OFFSET_PREFIX",
-           # the caches, re-exported from :mod:`~numpyro_slt.nn.caches`
-           "HeadCache", "first_layer", "upstream_residual", "head_cache", "frozen_cache"]
+           "head_offset_center", "head_weights_from_offsets", "OFFSET_PREFIX"]
 
 OFFSET_PREFIX = "head"
 """Site prefix of :func:`head_offset_model`: its sites are ``"head.W_Q"``, …, ``"head.b_V"``."""

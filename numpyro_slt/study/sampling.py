@@ -96,9 +96,8 @@ class RunStore:
     def segments(self, component: str) -> Path:
         """The segment folder of ``component`` under these settings; folders of other settings
         (and, for a fresh start, this one) are removed."""
-        stem = self.file_name(component)[:-3]
-        folder = self.partial_dir / f"{stem}-{self.digest}"
-        for other in self.partial_dir.glob(f"{stem}-*"):
+        folder = self._segment_folder(component)
+        for other in self.partial_dir.glob(f"{self._stem(component)}-*"):
             if other != folder or not self.resume:
                 shutil.rmtree(other)
         return folder
@@ -108,7 +107,13 @@ class RunStore:
         path = self.path(component)
         if path is not None:
             write_run(data, path, {SETTINGS_ATTR: self.settings})
-        shutil.rmtree(self.segments(component), ignore_errors=True)
+        shutil.rmtree(self._segment_folder(component))
+
+    def _stem(self, component: str) -> str:
+        return self.file_name(component)[:-3]
+
+    def _segment_folder(self, component: str) -> Path:
+        return self.partial_dir / f"{self._stem(component)}-{self.digest}"
 
     def paths(self, components: Sequence[str]) -> dict[str, str]:
         """Component → its finished run's file (empty without ``out``)."""
