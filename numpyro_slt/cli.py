@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -57,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="per-component susceptibilities, response matrix, PCA")
     study.add_argument("--out", default="study", help="output folder (default: ./study)")
     study.add_argument("--model", default=None,
-                       help="model folder (default: the embedded default model)")
+                       help="a model folder of this library, a Hugging Face folder (GPT-2 or "
+                            "GPT-NeoX: config.json, model.safetensors, tokenizer.json) or a "
+                            "Hub repository id (default: the embedded default model)")
+    study.add_argument("--revision", default=None,
+                       help="Hub revision of --model, e.g. a Pythia checkpoint 'step1000'")
     study.add_argument("--quick", action="store_true",
                        help="a small study for a first look (2 chains x 80 draws)")
     study.add_argument("--config", default=None, help="JSON file of StudyConfig fields")
@@ -97,8 +102,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_model(model: str | None, revision: str | None):
+    """(network, tokenizer) of ``--model``: the embedded default, a model folder of this library
+    (it has ``model.json``), a Hugging Face folder (it has ``config.json``) or a Hub repository
+    id ``owner/name`` (:func:`numpyro_slt.nn.from_pretrained`)."""
+    from .nn import from_pretrained
+    from .nn.default import META_FILE, load_default, load_model
+
+    folder = None if model is None else Path(model)
+    if folder is None or (folder / META_FILE).is_file():
+        if revision is not None:
+            raise ValueError("--revision applies to a Hugging Face model; --model is "
+                             f"{'the default' if model is None else model}, a model folder of "
+                             "this library.")
+        loaded = load_default() if folder is None else load_model(folder)
+        return loaded.network, loaded.tokenizer
+    if not (folder / "config.json").is_file() and (folder.exists()
+                                                   or not _HUB_ID.match(model)):
+        raise FileNotFoundError(
+            f"--model {model}: not a model folder of this library (no {META_FILE}) nor a "
+            "Hugging Face folder (no config.json), and not a Hub repository id 'owner/name'.")
+    network, tokenizer = from_pretrained(model, revision=revision)
+    if tokenizer is None:
+        raise ValueError(f"--model {model} has no tokenizer.json: the study tokenizes its data "
+                         "and labels its tokens with the model's tokenizer; save it into the "
+                         "folder (tokenizer.save_pretrained(folder)).")
+    return network, tokenizer
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def _study(args) -> int:
-    from .nn.default import load_default, load_model
     from .report.study_report import write_study
     from .study import StudyConfig, run_study
     from .utils import compilation_cache_for_run
@@ -124,7 +159,7 @@ def _study(args) -> int:
         config = StudyConfig.quick(**overrides)
     else:
         config = StudyConfig.from_dict(overrides)
-    loaded = load_default() if args.model is None else load_model(args.model)
+    network, tokenizer = _load_model(args.model, args.revision)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder.")
@@ -135,9 +170,9 @@ def _study(args) -> int:
     t0 = time.perf_counter()
     # the heads of a layer share their compiled programs through JAX's persistent cache
     with compilation_cache_for_run():
-        result = run_study(loaded.network, loaded.tokenizer, config, out=out,
+        result = run_study(network, tokenizer, config, out=out,
                            resume=args.resume, progress=not args.no_progress)
-    report = write_study(result, out, loaded.tokenizer)
+    report = write_study(result, out, tokenizer)
     acc = result.acceptance
     print(f"wrote {report} in {time.perf_counter() - t0:.0f} s")
     for layer, pca in result.pca_layers.items():

@@ -173,6 +173,9 @@ def _probe_sources(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def default_components(network) -> list[str]:
-    """Every head ``"L:H"``, then ``"embed"`` and ``"unembed"``."""
+    """Every head ``"L:H"``, then every MLP ``"L.mlp"`` (a model with MLPs), then ``"embed"``
+    and ``"unembed"``."""
     c = network.config
-    return [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)] + ["embed", "unembed"]
+    heads = [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)]
+    mlps = [] if c.d_mlp is None else [f"{l}.mlp" for l in range(c.n_layers)]
+    return heads + mlps + ["embed", "unembed"]

@@ -27,16 +27,21 @@ __all__ = ["study_data"]
 #: Seed offsets: the mixture and the held-out probes draw from streams apart from the chains'.
 MIXTURE_SEED_OFFSET = 7
 PROBE_SEED_OFFSET = 1000
+#: Window length when ``StudyConfig.context_length`` is None and the network's context is longer.
+DEFAULT_CONTEXT_LENGTH = 128
 
 
 def study_data(network, tokenizer, config: StudyConfig) -> dict[str, Any]:
     """The token arrays of a study: ``sampling`` (q, [N, context]), ``eval`` (the fixed L_q set)
     and ``probes`` (name → [P, length]); the context is ``config.context_length`` or the
     network's ``n_ctx``."""
-    vocab = network.config.d_vocab
-    if tokenizer.get_vocab_size() > vocab:
+    if tokenizer.get_vocab_size() > network.config.d_vocab:
         raise ValueError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens, more than the "
-                         f"network's d_vocab={vocab}; pass the network's own tokenizer.")
+                         f"network's d_vocab={network.config.d_vocab}; pass the network's own "
+                         "tokenizer.")
+    # random tokens come from the tokenizer's ids: an imported model's embedding may have
+    # padding rows beyond them (Pythia: 50,304 rows, 50,277 tokens)
+    vocab = tokenizer.get_vocab_size()
     n_ctx = context_length(network, config)
     if config.data is None:
         windows = _sampling_windows(tokenizer, config, n_ctx, vocab)
@@ -58,10 +63,12 @@ def study_data(network, tokenizer, config: StudyConfig) -> dict[str, Any]:
 
 def context_length(network, config: StudyConfig) -> int:
     """Tokens per window of the study: ``config.context_length``, at most the network's
-    ``n_ctx``, or ``n_ctx`` itself when None."""
+    ``n_ctx``, or, when None, ``n_ctx`` up to :data:`DEFAULT_CONTEXT_LENGTH` (an imported model
+    with a context of 1,024 or 2,048 is studied on windows of 128 tokens unless asked
+    otherwise)."""
     n_ctx = network.config.n_ctx
     if config.context_length is None:
-        return n_ctx
+        return min(n_ctx, DEFAULT_CONTEXT_LENGTH)
     if config.context_length > n_ctx:
         raise ValueError(f"StudyConfig.context_length={config.context_length} exceeds the "
                          f"network's context n_ctx={n_ctx}; choose at most {n_ctx}.")
