@@ -34,6 +34,7 @@ from .components import (
 from .config import TransformerConfig
 from .default import load_default
 from .heads import HeadWeights
+from .hf import from_pretrained
 from .induction import (
     copy_ablation,
     copy_losses,
@@ -54,6 +55,7 @@ from .train import (
     train,
 )
 from .transformer import ActivationCache, AttentionOnlyTransformer, cross_entropy_from_logits
+from .transformer_lens import from_transformer_lens
 
 __all__ = [
     "TrainConfig",
@@ -61,6 +63,8 @@ __all__ = [
     "copy_ablation",
     "copy_losses",
     "default_probe_length",
+    "from_pretrained",
+    "from_transformer_lens",
     "induction_scores",
     "learning_rate_schedule",
     "load_checkpoint",
