@@ -260,7 +260,8 @@ def test_transformer_lens_names_from_attention_only_gpt2():
 def test_transformer_lens_state_dict_files(tmp_path):
     model = _attention_only_gpt2()
     state = _gpt2_as_transformer_lens(model)
-    save_file(state, tmp_path / "tl.safetensors")
+    # safetensors.numpy.save_file writes a non-contiguous array's memory as if it were C-ordered
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp_path / "tl.safetensors")
     torch.save({k: torch.as_tensor(v) for k, v in state.items()}, tmp_path / "tl.pt")
 
     class Cfg:  # an object with HookedTransformerConfig's attribute names
@@ -428,3 +429,96 @@ def test_transformer_lens_errors(changes, match):
     config = {**TL_CONFIG, "n_layers": 1, **changes}
     with pytest.raises(ValueError, match=match):
         from_transformer_lens(state, config)
+
+
+# ------------------------------------------------------------------ TEMPORARY (until the general
+# Transformer lands on main): a numpy forward of the converted arrays stands in for the network.
+
+from types import SimpleNamespace  # noqa: E402
+
+import numpyro_slt.nn.transformer as _transformer_module  # noqa: E402
+
+_DEFAULTS = dict(d_mlp=None, act_fn="gelu", positional="learned", rotary_dim=None,
+                 rotary_base=10000.0, parallel_residual=False, tied_embeddings=False,
+                 attn_bias=True, mlp_bias=True, unembed_bias=True, layer_norm=False, ln_eps=1e-5)
+
+
+class _NumpyNetwork:
+    def __init__(self, kwargs, arrays):
+        self.config = SimpleNamespace(**{**_DEFAULTS, **kwargs})
+        self.arrays = arrays
+        for name in ("W_in", "W_pos", "W_U", "b_U", "ln2_w"):
+            setattr(self, name, arrays.get(name))
+
+    def token_losses(self, tokens):
+        from math import erf, sqrt
+        c, a = self.config, {k: np.asarray(v, np.float64) for k, v in self.arrays.items()}
+        tokens = np.asarray(tokens)
+        S, E = len(tokens), c.d_head
+
+        def ln(x, w, b):
+            if not c.layer_norm:
+                return x
+            xc = x - x.mean(-1, keepdims=True)
+            return xc / np.sqrt((xc ** 2).mean(-1, keepdims=True) + c.ln_eps) * w + b
+
+        def act(x):
+            if c.act_fn == "relu":
+                return np.maximum(x, 0)
+            if c.act_fn == "gelu_tanh":
+                return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+            return 0.5 * x * (1 + np.vectorize(erf)(x / sqrt(2)))
+
+        def rot(x):
+            rd = c.rotary_dim
+            ang = np.arange(S)[:, None] * (c.rotary_base ** (-np.arange(0, rd, 2) / rd))[None]
+            ang = np.concatenate([ang, ang], -1)
+            xr = x[..., :rd]
+            half = np.concatenate([-xr[..., rd // 2:], xr[..., :rd // 2]], -1)
+            return np.concatenate([xr * np.cos(ang) + half * np.sin(ang), x[..., rd:]], -1)
+
+        g = lambda k, l=None: (0.0 if k not in a else (a[k] if l is None else a[k][l]))  # noqa
+        x = a["W_E"][tokens] + (a["W_pos"][:S] if c.positional == "learned" else 0)
+        for l in range(c.n_layers):
+            h = ln(x, g("ln_w", l), g("ln_b", l))
+            q, k, v = (np.einsum("sd,hde->hse", h, a[f"W_{n}"][l]) +
+                       (a[f"b_{n}"][l][:, None] if f"b_{n}" in a else 0) for n in "QKV")
+            if c.positional == "rotary":
+                q, k = rot(q), rot(k)
+            sc = np.einsum("hqe,hke->hqk", q, k) / np.sqrt(E)
+            sc = np.where(np.tril(np.ones((S, S), bool)), sc, -np.inf)
+            p = np.exp(sc - sc.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            attn = np.einsum("hqk,hke,hed->qd", p, v, a["W_O"][l]) + g("b_O", l)
+
+            def mlp(y, l=l):
+                y = ln(y, g("ln2_w", l), g("ln2_b", l))
+                return act(y @ a["W_in"][l] + g("b_in", l)) @ a["W_out"][l] + g("b_out", l)
+
+            if c.d_mlp is None:
+                x = x + attn
+            elif c.parallel_residual:
+                x = x + attn + mlp(x)
+            else:
+                x = x + attn
+                x = x + mlp(x)
+        x = ln(x, g("ln_final_w"), g("ln_final_b"))
+        logits = x @ (a["W_E"].T if c.tied_embeddings else a["W_U"]) + g("b_U")
+        m = logits.max(-1, keepdims=True)
+        lse = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[:, 0]
+        return lse[:-1] - logits[np.arange(S - 1), tokens[1:]]
+
+
+if not hasattr(getattr(_transformer_module, "Transformer", None), "from_parameters"):
+    @pytest.fixture(autouse=True)
+    def _numpy_network(monkeypatch):
+        import numpyro_slt.nn.hf as hf_module
+        import numpyro_slt.nn.transformer_lens as tl_module
+
+        for module in (hf_module, tl_module):
+            monkeypatch.setattr(module, "build_network", _NumpyNetwork)
+
+    def _our_losses(network, tokens):  # noqa: F811
+        if isinstance(network, _NumpyNetwork):
+            return np.stack([network.token_losses(t) for t in np.asarray(tokens)])
+        return np.asarray(jax.vmap(network.token_losses)(np.asarray(tokens, np.int32)))
