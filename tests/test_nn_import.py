@@ -412,6 +412,29 @@ def test_offline_repo_id_names_repo_and_local_folder(monkeypatch, tmp_path):
         from_pretrained("EleutherAI/pythia-14m", revision="step1000")
 
 
+def test_repo_id_downloads_config_first_then_weights(monkeypatch, neox_copy):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        calls.append((repo_id, revision, list(allow_patterns)))
+        return str(neox_copy)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    network, tokenizer = from_pretrained("EleutherAI/pythia-14m", revision="step1000")
+    assert network.config.n_layers == 1 and tokenizer is None
+    assert [c[:2] for c in calls] == [("EleutherAI/pythia-14m", "step1000")] * 2
+    assert calls[0][2] == ["config.json"] and "*.safetensors" in calls[1][2]
+    assert not any(".bin" in pattern for pattern in calls[1][2])
+
+    calls.clear()
+    _edit_config(neox_copy, model_type="llama")
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        from_pretrained("EleutherAI/pythia-14m")
+    assert len(calls) == 1  # refused before the weights were asked for
+
+
 @pytest.mark.parametrize("changes, match", [
     (dict(n_key_value_heads=1), r"n_key_value_heads=1.*grouped-query"),
     (dict(normalization_type="RMS"), r"normalization_type='RMS' is not supported"),

@@ -137,6 +137,15 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, revision: str | None = N
 def load_folder(folder: str | os.PathLike):
     """The network of a local checkpoint folder (``config.json`` + safetensors weights)."""
     folder = Path(folder)
+    hf_config = _read_config(folder)  # refuses an unsupported config before reading weights
+    weights = _load_weights(folder)
+    kwargs, arrays = convert_checkpoint(hf_config, weights, source=str(folder))
+    return build_network(kwargs, arrays)
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json, checked (:func:`transformer_config_kwargs` raises for anything
+    unsupported)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{folder} has no config.json; pass the folder that save_pretrained wrote "
@@ -145,9 +154,8 @@ def load_folder(folder: str | os.PathLike):
         hf_config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_path} is not valid JSON: {err}") from None
-    weights = _load_weights(folder)
-    kwargs, arrays = convert_checkpoint(hf_config, weights, source=str(folder))
-    return build_network(kwargs, arrays)
+    transformer_config_kwargs(hf_config, source=str(folder))
+    return hf_config
 
 
 def load_tokenizer(folder: str | os.PathLike):
@@ -559,6 +567,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
                 f"{repo_id}`, or save_pretrained), copy it here and pass the local folder path "
                 "to from_pretrained instead of the repo id.") from None
 
+    _read_config(fetch(["config.json"]))  # an unsupported model is refused before its weights
     folder = fetch(_DOWNLOAD_PATTERNS)
     if not any(folder.glob("*.safetensors")):
         try:
