@@ -41,6 +41,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probe(text: str) -> tuple[str, str]:
+    name, sep, source = text.partition("=")
+    if not sep or not name.isidentifier() or not source:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=DATASET with NAME an identifier such as code, got {text!r}")
+    return name, source
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="numpyro-slt", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -65,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue a study in --out: reuse the components it finished with the "
                             "same settings and continue the one in progress from its last segment")
     study.add_argument("--no-progress", action="store_true")
+    study.add_argument("--data", default=None, metavar="DATASET",
+                       help="the sampling distribution q and the evaluation set: a folder saved "
+                            "with save_to_disk, a .jsonl/.json/.csv/.parquet/.txt file, a folder "
+                            "of text or data files, or a Hub dataset name (default: the built-in "
+                            "mixture)")
+    study.add_argument("--probes", nargs="+", type=_probe, default=None,
+                       metavar="NAME=DATASET",
+                       help="probe sets, each a name and a source as for --data (default: the "
+                            "built-in probes)")
+    study.add_argument("--context-length", type=_positive, default=None, metavar="N",
+                       help="tokens per window, at most the model's context (default: the "
+                            "model's context)")
 
     train = sub.add_parser("train", help="train a model with the default recipe")
     train.add_argument("--out", default="model", help="model folder to write (default: ./model)")
@@ -94,6 +114,12 @@ def _study(args) -> int:
         overrides["seed"] = args.seed
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
+    if args.data is not None:
+        overrides["data"] = args.data
+    if args.probes is not None:
+        overrides["probes"] = [list(pair) for pair in args.probes]
+    if args.context_length is not None:
+        overrides["context_length"] = args.context_length
     if args.quick:
         config = StudyConfig.quick(**overrides)
     else:

@@ -12,7 +12,9 @@ The modules import one way: :mod:`~numpyro_slt.data.synthetic` ←
 :mod:`~numpyro_slt.data.windows` ← :mod:`~numpyro_slt.data.probes` and
 :mod:`~numpyro_slt.data.hub`; :mod:`~numpyro_slt.data.labels` stands alone. Only
 :mod:`~numpyro_slt.data.hub` imports ``datasets``, and it is loaded on first use of one of its
-names here (``numpyro_slt.data.load_hub_dataset`` and the other ``datasets.Dataset`` builders).
+names here (``numpyro_slt.data.load_hub_dataset``, ``numpyro_slt.data.token_windows``, which
+cuts the user's own data, a dataset, a folder, a file or a Hub name, into token windows, and the
+other ``datasets.Dataset`` builders).
 """
 
 from importlib import import_module
@@ -33,7 +35,7 @@ from .tokenizer import EOS_TOKEN, eos_id, load_tokenizer, save_tokenizer, train_
 from .windows import chunk_ids, genre_windows
 
 _HUB_NAMES = ("chunk_texts", "genre_dataset", "load_hub_dataset", "to_dataset",
-              "validate_input_ids")
+              "token_windows", "validate_input_ids")
 
 __all__ = [
     "GENRES", "Corpus", "genre_corpus", "genre_texts",

@@ -2,17 +2,23 @@
 
 Every token of a sequence gets exactly one label from :data:`LABELS`. The token's text is its
 bytes (byte-level BPE token strings mapped back through the GPT-2 byte alphabet, so a leading
-``"Ġ"`` is a leading space), decoded as UTF-8 with replacement. When several labels apply, the
-first rule that matches wins, in this order:
+``"Ġ"`` is a leading space), decoded as UTF-8 with replacement; a token the tokenizer added to its
+vocabulary (its special tokens, or GPT-NeoX's runs of spaces) is its own text. This covers the
+byte-level BPE tokenizers of GPT-2 and GPT-NeoX (``tokenizer.json`` loaded with
+``tokenizers.Tokenizer.from_file``) as well as :func:`~numpyro_slt.data.train_tokenizer`'s.
+When several labels apply, the first rule that matches wins, in this order:
 
 1. ``induction``: the pair (previous token, this token) occurred earlier in the same sequence,
    i.e. the token continues a bigram already seen in the context;
 2. ``spacing``: the token is only spaces (no newline, no tab);
 3. ``formatting`` (whitespace): the token is whitespace containing a newline or tab (line breaks,
-   indentation), or a special token such as the end-of-text token;
+   indentation), or a special token such as the end-of-text token: one the tokenizer marks as
+   special (``get_added_tokens_decoder``); for a tokenizer object without that method, any
+   token written ``<...>``;
 4. then the text after leading spaces (the core) decides:
    ``numeric`` if it contains a digit and only digits and ``.,_``;
-   ``left_delimiter`` if it starts with one of ``( [ { < " '``;
+   ``left_delimiter`` if it starts with one of ``( [ { < " '``, except an apostrophe followed
+   by letters only (GPT-2's contractions ``'s``, ``'t``, ``'re``, …, which continue a word);
    ``right_delimiter`` if it starts with one of ``) ] } >``;
    ``formatting`` if it has no letter or digit (punctuation such as ``, . : ;``);
 5. ``word_start`` if the token starts with a space or follows a token (or the sequence start)
@@ -52,9 +58,18 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for c, b in zip(chars, byte_values, strict=True)}
 
 
-def token_text(tokenizer, token_id: int) -> str:
-    """Return the text of one token (bytes decoded as UTF-8 with replacement); special tokens
-    are returned as their name."""
+def _added_tokens(tokenizer) -> dict[int, tuple[str, bool]] | None:
+    """Id → (text, special) of the tokens added to the tokenizer's vocabulary (special tokens,
+    GPT-NeoX's runs of spaces), or None when the tokenizer cannot tell."""
+    added = getattr(tokenizer, "get_added_tokens_decoder", None)
+    if added is None:
+        return None
+    return {int(i): (tok.content, bool(tok.special)) for i, tok in added().items()}
+
+
+def _text(tokenizer, token_id: int, added: dict[int, tuple[str, bool]] | None) -> str:
+    if added is not None and token_id in added:
+        return added[token_id][0]
     raw = tokenizer.id_to_token(int(token_id))
     if raw is None:
         raise ValueError(f"token id {token_id} is not in the tokenizer's vocabulary.")
@@ -64,7 +79,15 @@ def token_text(tokenizer, token_id: int) -> str:
     return raw
 
 
-def _is_special(tokenizer, token_id: int) -> bool:
+def token_text(tokenizer, token_id: int) -> str:
+    """Return the text of one token (bytes decoded as UTF-8 with replacement); special tokens
+    and other added tokens are returned as their text (e.g. ``"<|endoftext|>"``)."""
+    return _text(tokenizer, int(token_id), _added_tokens(tokenizer))
+
+
+def _is_special(tokenizer, token_id: int, added: dict[int, tuple[str, bool]] | None) -> bool:
+    if added is not None:
+        return token_id in added and added[token_id][1]
     raw = tokenizer.id_to_token(int(token_id))
     return raw is not None and raw.startswith("<") and raw.endswith(">") and len(raw) > 2
 
@@ -81,7 +104,8 @@ def _base_label(text: str, prev_text: str | None, special: bool) -> str:
         return "formatting"
     if any(c.isdigit() for c in core) and all(c.isdigit() or c in ".,_" for c in core):
         return "numeric"
-    if core[0] in LEFT_DELIMITERS:
+    contraction = core[0] == "'" and core[1:].isalpha()
+    if core[0] in LEFT_DELIMITERS and not contraction:
         return "left_delimiter"
     if core[0] in RIGHT_DELIMITERS:
         return "right_delimiter"
@@ -109,7 +133,8 @@ def label_tokens(input_ids, tokenizer) -> list[str]:
             f"vocabulary [0, {vocab}); use the tokenizer that produced them."
         )
     ids_list = [int(i) for i in ids]
-    texts = [token_text(tokenizer, i) for i in ids_list]
+    added = _added_tokens(tokenizer)
+    texts = [_text(tokenizer, i, added) for i in ids_list]
     seen: set[tuple[int, int]] = set()
     labels = []
     for i, tid in enumerate(ids_list):
@@ -118,7 +143,7 @@ def label_tokens(input_ids, tokenizer) -> list[str]:
             labels.append("induction")
         else:
             prev = texts[i - 1] if i > 0 else None
-            labels.append(_base_label(texts[i], prev, _is_special(tokenizer, tid)))
+            labels.append(_base_label(texts[i], prev, _is_special(tokenizer, tid, added)))
         if pair is not None:
             seen.add(pair)
     return labels

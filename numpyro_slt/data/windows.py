@@ -6,7 +6,8 @@ dropped). Everything here returns NumPy arrays; :mod:`numpyro_slt.data.hub` wrap
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from .._validate import positive_int
 from .corpora import check_genre, genre_texts
 from .tokenizer import EOS_TOKEN
 
-__all__ = ["check_context", "chunk_ids", "genre_windows", "stream_windows"]
+__all__ = ["check_context", "chunk_ids", "genre_windows", "iter_windows", "stream_windows",
+           "text_ids"]
 
 
 def check_context(context_length) -> int:
@@ -76,6 +78,42 @@ def chunk_ids(texts: Iterable[str], tokenizer, context_length: int,
     return flat[: n * context_length].reshape(n, context_length)
 
 
+def iter_windows(sequences: Iterable[Sequence[int]], context_length: int,
+                 separator: int | None = None, *, cut_long: bool = False) -> Iterator[np.ndarray]:
+    """Yield int32 windows of ``context_length`` ids from a stream of token sequences, reading the
+    stream only as far as the windows taken.
+
+    Each sequence is followed by ``separator`` (an id; None: nothing) and the stream is cut into
+    consecutive windows; a tail shorter than a window is dropped. With ``cut_long=True`` a
+    sequence at least ``context_length`` long is not joined to the stream: it is cut into its own
+    consecutive windows (its remainder dropped), as suits rows that are windows already, and only
+    the shorter sequences are joined.
+    """
+    context_length = check_context(context_length)
+    buffer: list[int] = []
+    for seq in sequences:
+        if cut_long and len(seq) >= context_length:
+            row = np.asarray(seq, dtype=np.int64)
+            for i in range(len(row) // context_length):
+                yield row[i * context_length : (i + 1) * context_length].astype(np.int32)
+            continue
+        buffer.extend(int(i) for i in seq)
+        if separator is not None:
+            buffer.append(separator)
+        n = len(buffer) // context_length
+        for i in range(n):
+            yield np.asarray(buffer[i * context_length : (i + 1) * context_length], np.int32)
+        del buffer[: n * context_length]
+
+
+def text_ids(text_batches: Iterable[Sequence[str | None]], tokenizer) -> Iterator[list[int]]:
+    """The token ids of each text of a stream of text batches (``None`` counts as empty),
+    encoded without special tokens one batch at a time."""
+    for batch in text_batches:
+        for enc in tokenizer.encode_batch([t or "" for t in batch], add_special_tokens=False):
+            yield enc.ids
+
+
 def stream_windows(text_batches: Iterable[Sequence[str | None]], tokenizer, context_length: int,
                    separator_token: str | None = EOS_TOKEN,
                    num_sequences: int | None = None) -> np.ndarray:
@@ -85,26 +123,20 @@ def stream_windows(text_batches: Iterable[Sequence[str | None]], tokenizer, cont
     the stream gives fewer tokens than one window."""
     context_length = check_context(context_length)
     sep = separator_id(tokenizer, separator_token)
-    buffer: list[int] = []
-    rows: list[list[int]] = []
-    for batch in text_batches:
-        for enc in tokenizer.encode_batch([t or "" for t in batch], add_special_tokens=False):
-            buffer.extend(enc.ids)
-            if sep is not None:
-                buffer.append(sep)
-        n = len(buffer) // context_length
-        rows.extend(buffer[i * context_length : (i + 1) * context_length] for i in range(n))
-        buffer = buffer[n * context_length :]
-        if num_sequences is not None and len(rows) >= num_sequences:
-            break
+    seen = [0]
+
+    def counted():
+        for ids in text_ids(text_batches, tokenizer):
+            seen[0] += len(ids) + (sep is not None)
+            yield ids
+
+    rows = list(islice(iter_windows(counted(), context_length, sep), num_sequences))
     if not rows:
         raise ValueError(
-            f"the texts give {len(buffer)} tokens, fewer than context_length={context_length}; "
+            f"the texts give {seen[0]} tokens, fewer than context_length={context_length}; "
             "pass more data or a smaller context_length."
         )
-    if num_sequences is not None:
-        rows = rows[:num_sequences]
-    return np.asarray(rows, dtype=np.int32)
+    return np.stack(rows)
 
 
 def genre_windows(genre: str, tokenizer, context_length: int, num_sequences: int, seed: int = 0,

@@ -1,5 +1,6 @@
-"""``numpyro_slt.nn``: an attention-only transformer in Equinox, its component addressing, the
-restricted posterior of a component and the observables evaluated at its draws.
+"""``numpyro_slt.nn``: a decoder-only transformer in Equinox (attention-only or with MLPs), its
+component addressing, the restricted posterior of a component and the observables evaluated at
+its draws.
 
 >>> import jax
 >>> from numpyro_slt.nn import AttentionOnlyTransformer, TransformerConfig, get_component
@@ -54,7 +55,12 @@ from .train import (
     make_optimizer,
     train,
 )
-from .transformer import ActivationCache, AttentionOnlyTransformer, cross_entropy_from_logits
+from .transformer import (
+    ActivationCache,
+    AttentionOnlyTransformer,
+    Transformer,
+    cross_entropy_from_logits,
+)
 from .transformer_lens import from_transformer_lens
 
 __all__ = [
@@ -75,6 +81,7 @@ __all__ = [
     "train",
     "ActivationCache",
     "AttentionOnlyTransformer",
+    "Transformer",
     "ComponentSpec",
     "HeadWeights",
     "ObservableEvaluator",

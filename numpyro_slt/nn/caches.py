@@ -5,14 +5,18 @@ w*, so it can be computed once per token array instead of at every step and ever
 
 - the residual stream x^L before the first layer L that the components change
   (:func:`upstream_residual`);
-- for one sampled head L:H, its input a = LN_L(x^L) and ``rest`` = x^{L+1}(w*) − out_{L,H}(w*),
-  the layer's output without the head (:class:`HeadCache`). No other head of layer L depends on
-  the head's weights c, so x^{L+1}(c) = rest + out_{L,H}(a; c) exactly (the residual-stream
-  identity of :mod:`~numpyro_slt.nn.components`);
-- for a head of the *last* layer also the projected unembedding R (below).
+- for one sampled head L:H, its input a = LN_L(x^L) and ``rest`` = m(w*) − out_{L,H}(w*), where
+  m = x^L + attn_L (+ mlp_L(x^L) with a parallel residual) is everything layer L writes that does
+  not read its attention's output (:meth:`~numpyro_slt.nn.transformer.Transformer.attention_stream`)
+  (:class:`HeadCache`). No other head of layer L depends on the head's weights c, so
+  x^{L+1}(c) = finish_L(rest + out_{L,H}(a; c)) exactly, finish_L adding the MLP of a sequential
+  block (the residual-stream identity of :mod:`~numpyro_slt.nn.components`);
+- for a head of the *last* layer also the projected unembedding R (below), unless that layer
+  ends with a sequential MLP (which reads the head's output, so the logits are not affine in it).
 
-:func:`frozen_cache` chooses among them; :func:`cached_logits` computes one sequence's logits from
-its row of the cache.
+:func:`frozen_cache` chooses among them; :func:`cached_residual` computes one sequence's final
+residual stream from its row of the cache, :func:`cached_losses` its per-token losses (over
+chunks of positions) and :func:`cached_logits` its logits.
 
 **Projected unembedding.** For a last-layer head the final residual stream of a position is
 x = r + z W_O, with r the frozen ``rest`` and z the head's mixed values ([d_head],
@@ -45,10 +49,11 @@ from jaxtyping import Array, Float, Int
 from ._tokens import checked_tokens
 from .components import canonical_components, parse_component
 from .heads import HeadWeights
-from .transformer import AttentionOnlyTransformer
+from .transformer import AttentionOnlyTransformer, _next_token_nll
 
 __all__ = ["HeadCache", "first_layer", "upstream_residual", "head_cache", "frozen_cache",
-           "cached_logits", "check_cache", "PROJECTED_CACHE_MAX_BYTES", "projected_bytes",
+           "cached_logits", "cached_losses", "cached_residual", "can_project", "check_cache",
+           "PROJECTED_CACHE_MAX_BYTES", "projected_bytes",
            "unembedding_factors", "project_rest", "logits_from_projection"]
 
 PROJECTED_CACHE_MAX_BYTES = 2**30
@@ -77,7 +82,7 @@ class HeadCache(eqx.Module):
 
     ``projected`` (only for a head of the last layer, else None) is R = c(rest) W', the rest's
     logits before LN_final's division by σ: with it a row of logits costs d_head·vocab instead of
-    d_model·vocab multiply-adds.
+    d_model·vocab multiply-adds. It exists only when the last layer has no sequential MLP.
     """
 
     normed: Float[Array, "sequences positions d_model"]
@@ -131,12 +136,13 @@ def head_cache(
     if spec.kind != "head":
         raise ValueError(f"head_cache needs one head 'L:H', got {component!r}")
     tokens = checked_tokens("tokens", tokens, network.config)
-    last = spec.layer == network.config.n_layers - 1
-    if project and not last:
+    projectable = can_project(network, spec.layer)
+    if project and not projectable:
         raise ValueError(f"project=True needs a head of the last layer "
-                         f"{network.config.n_layers - 1}, got {component!r}; pass project=None.")
+                         f"{network.config.n_layers - 1} with no sequential MLP after it, got "
+                         f"{component!r}; pass project=None.")
     if project is None:
-        project = last and projected_bytes(network, tokens.shape[0], tokens.shape[1] - 1) \
+        project = projectable and projected_bytes(network, tokens.shape[0], tokens.shape[1] - 1) \
             <= PROJECTED_CACHE_MAX_BYTES
     chunks, size = _chunked_inputs(tokens, chunk)
     normed, rest = _head_cache(network, chunks, spec.layer, jnp.int32(spec.head))
@@ -168,25 +174,60 @@ def frozen_cache(
     return None
 
 
+def can_project(network: AttentionOnlyTransformer, layer: int) -> bool:
+    """Whether the logits are affine in the output of a head of ``layer`` given the frozen rest,
+    so that the projected unembedding R applies: the last layer, with no sequential MLP."""
+    return layer == network.config.n_layers - 1 and not network.sequential_mlp
+
+
+def cached_residual(
+    network: AttentionOnlyTransformer,
+    cached: HeadCache | Float[Array, "positions d_model"],
+    layer: int,
+    head: HeadWeights | None = None,
+) -> Float[Array, "positions d_model"]:
+    """The final residual stream x^{n_layers} of one sequence from its row of
+    :func:`frozen_cache`: for a :class:`HeadCache`, x^{L+1} = finish_L(rest + out(a; ``head``))
+    (the network's own head when ``head`` is None), then layers L+1..; for x^L, layers
+    ``layer``.. of ``network``."""
+    if not isinstance(cached, HeadCache):
+        return network.residual_from(layer, cached)
+    if head is None:
+        head = HeadWeights.of(network, cached.component)
+    out = head.output(cached.normed, network.rotary(cached.normed.shape[0]))
+    resid = network.finish_layer(cached.layer, cached.rest + out)
+    return network.residual_from(cached.layer + 1, resid)
+
+
 def cached_logits(
     network: AttentionOnlyTransformer,
     cached: HeadCache | Float[Array, "positions d_model"],
     layer: int,
     head: HeadWeights | None = None,
 ) -> Float[Array, "positions vocab"]:
-    """Logits of one sequence from its row of :func:`frozen_cache`. For a :class:`HeadCache`,
-    x^{L+1} = rest + out(a; ``head``) (the network's own head when ``head`` is None), then layers
-    L+1.. and the unembedding, through R when the row carries it; for x^L, layers ``layer``.. of
-    ``network`` and the unembedding."""
-    if not isinstance(cached, HeadCache):
-        return network.unembed(network.residual_from(layer, cached))
-    if head is None:
-        head = HeadWeights.of(network, cached.component)
-    if cached.projected is None:
-        return network.unembed(network.residual_from(cached.layer + 1,
-                                                     cached.rest + head.output(cached.normed)))
-    return logits_from_projection(network, cached.rest, cached.projected,
-                                  head.mixed_values(cached.normed), head.W_O)
+    """Logits of one sequence from its row of :func:`frozen_cache`: the unembedding of
+    :func:`cached_residual`, or through R when the row carries it."""
+    if isinstance(cached, HeadCache) and cached.projected is not None:
+        head = HeadWeights.of(network, cached.component) if head is None else head
+        values = head.mixed_values(cached.normed, network.rotary(cached.normed.shape[0]))
+        return logits_from_projection(network, cached.rest, cached.projected, values, head.W_O)
+    return network.unembed(cached_residual(network, cached, layer, head))
+
+
+def cached_losses(
+    network: AttentionOnlyTransformer,
+    cached: HeadCache | Float[Array, "positions d_model"],
+    layer: int,
+    targets: Int[Array, " positions"],
+    head: HeadWeights | None = None,
+) -> Float[Array, " positions"]:
+    """Per-token losses ℓ_s = −log softmax(logits_s)[targets_s] of one sequence from its row of
+    :func:`frozen_cache`, over chunks of positions
+    (:meth:`~numpyro_slt.nn.transformer.Transformer.losses_from_residual`); through R when the
+    row carries it (R already holds every position's logits)."""
+    if isinstance(cached, HeadCache) and cached.projected is not None:
+        return _next_token_nll(cached_logits(network, cached, layer, head), targets)
+    return network.losses_from_residual(cached_residual(network, cached, layer, head), targets)
 
 
 def check_cache(cache, tokens, network: AttentionOnlyTransformer,
@@ -200,15 +241,16 @@ def check_cache(cache, tokens, network: AttentionOnlyTransformer,
                              f"model samples {components}; pass frozen_cache(network, tokens, "
                              "components) of the same components.")
         projected = (*expected[:2], network.config.d_vocab)
+        if cache.projected is not None and not can_project(network, cache.layer):
+            raise ValueError(f"upstream.projected is set for head {cache.component!r}, but the "
+                             "projected unembedding holds only for a head of the last layer "
+                             "with no sequential MLP after it.")
         for name, want in (("normed", expected), ("rest", expected), ("projected", projected)):
             array = getattr(cache, name)
             if array is not None and tuple(array.shape) != want:
                 raise ValueError(f"upstream.{name} has shape {tuple(array.shape)}, expected "
                                  f"{want}: pass frozen_cache(network, tokens, components) of the "
                                  "same tokens.")
-        if cache.projected is not None and cache.layer != network.config.n_layers - 1:
-            raise ValueError(f"upstream.projected is set for head {cache.component!r}, but the "
-                             "projected unembedding holds only for a head of the last layer.")
         return
     if first_layer(network, components) == 0:
         raise ValueError("upstream was given but the sampled components change the embedding or "
@@ -253,7 +295,7 @@ def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: Arr
     def one(seq):
         resid = _residual_before(network, seq, layer)
         normed = network.normed_input(layer, resid)
-        rest = network.apply_layer(layer, resid) - network.head_output(layer, head, normed)
+        rest = network.attention_stream(layer, resid) - network.head_output(layer, head, normed)
         return normed, rest
 
     return jax.lax.map(jax.vmap(one), chunks)
@@ -271,10 +313,11 @@ def unembedding_factors(network: AttentionOnlyTransformer
                         ) -> tuple[Float[Array, "d_model vocab"], Float[Array, " vocab"]]:
     """(W', β): W' = diag(g) W_U and β = b W_U + b_U with LN_final's scale g and shift b;
     (W_U, b_U) without layer norm."""
+    W_U = network.unembedding
+    b_U = jnp.zeros(W_U.shape[1], W_U.dtype) if network.b_U is None else network.b_U
     if not network.config.layer_norm:
-        return network.W_U, network.b_U
-    return (network.ln_final_w[:, None] * network.W_U,
-            network.ln_final_b @ network.W_U + network.b_U)
+        return W_U, b_U
+    return network.ln_final_w[:, None] * W_U, network.ln_final_b @ W_U + b_U
 
 
 def _centre(x: Float[Array, "... d_model"], network: AttentionOnlyTransformer):

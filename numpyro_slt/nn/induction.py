@@ -63,7 +63,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._validate import token_array
 from ..data.synthetic import repeated_random_tokens
-from .transformer import AttentionOnlyTransformer, cross_entropy_from_logits
+from .transformer import AttentionOnlyTransformer
 
 __all__ = [
     "copy_ablation",
@@ -189,8 +189,8 @@ def _losses_with_mean_head(network: AttentionOnlyTransformer, tokens: Int[Array,
         outs = jax.vmap(lambda h, l=l, normed=normed: network.head_output(l, h, normed))(heads)
         ablate = (heads == head) & (layer == l)
         outs = jnp.where(ablate[:, None, None], mean_out[l], outs)
-        resid = resid + outs.sum(axis=0) + network.b_O[l]
-    return cross_entropy_from_logits(network.unembed(resid), tokens)
+        resid = network.apply_layer_from(l, resid, outs.sum(axis=0) + network.output_bias(l))
+    return network.losses_from_residual(resid[:-1], tokens[1:])
 
 
 @eqx.filter_jit

@@ -35,8 +35,8 @@ from .._arviz import posterior_group, with_posterior
 from .._validate import positive_int, token_array
 from .caches import frozen_cache
 from .components import canonical_components
-from .posterior import logits_at, network_at, parameter_sites
-from .transformer import AttentionOnlyTransformer, _next_token_nll
+from .posterior import losses_at, network_at, parameter_sites
+from .transformer import AttentionOnlyTransformer
 
 __all__ = ["evaluate_observables", "ObservableEvaluator", "token_coordinates", "add_observables"]
 
@@ -73,9 +73,8 @@ def _batched_losses(network: AttentionOnlyTransformer, values, tokens, upstream,
     def one_draw(vals, chunk_tokens, chunk_cache):
         if chunk_cache is None:
             return jax.vmap(network_at(network, vals, components).token_losses)(chunk_tokens)
-        logits = jax.vmap(lambda cached: logits_at(network, vals, components, cached=cached))(
-            chunk_cache)
-        return jax.vmap(_next_token_nll)(logits, chunk_tokens[:, 1:])
+        return jax.vmap(lambda seq, cached: losses_at(network, vals, components, seq,
+                                                      cached=cached))(chunk_tokens, chunk_cache)
 
     def one_batch(batch_values):
         def one_chunk(args):

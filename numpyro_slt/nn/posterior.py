@@ -1,13 +1,15 @@
 """The NumPyro model of a language model: latent parameters, observed next tokens.
 
-For an attention-only transformer f_w and token sequences t ([sequences, context]) the model is
+For a transformer f_w and token sequences t ([sequences, context]) the model is
 
     w ~ prior                                   (one latent site per sampled parameter array)
     for each sequence s in plate("sequences", N, subsample_size=B):
         t[s, i+1] ~ Categorical(logits = f_w(t[s, :i+1]))   for i = 0 .. context − 2
 
 so ℓ_xy(w) = −log p(y | x, w) is the next-token cross-entropy and n counts predicted tokens,
-N·(context − 1). Wrapped in :func:`numpyro_slt.temper` and :func:`numpyro_slt.localize` (with
+N·(context − 1). The observed site's log-probability is −ℓ, computed over chunks of positions
+(:class:`NextTokenLoss`), so no minibatch × positions × vocabulary logits array is held.
+Wrapped in :func:`numpyro_slt.temper` and :func:`numpyro_slt.localize` (with
 :func:`parameter_sites` as the center) it is the localized tempered posterior of
 docs/formulas.md; with ``components`` only those components' parameters are latent and the rest
 of the network stays at its trained value, which is the weight-restricted posterior.
@@ -33,10 +35,11 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int
+from numpyro.distributions import constraints
 
 from .._validate import nonnegative_int, positive_int
 from ._tokens import checked_tokens
-from .caches import HeadCache, cached_logits, check_cache, first_layer
+from .caches import HeadCache, cached_logits, cached_losses, check_cache, first_layer
 from .components import (
     canonical_components,
     component_fields,
@@ -48,8 +51,9 @@ from .components import (
 from .heads import HeadWeights
 from .transformer import AttentionOnlyTransformer
 
-__all__ = ["language_model", "parameter_sites", "network_at", "logits_at", "head_offset_model",
-           "head_offset_center", "head_weights_from_offsets", "OFFSET_PREFIX"]
+__all__ = ["language_model", "parameter_sites", "network_at", "logits_at", "losses_at",
+           "head_offset_model", "head_offset_center", "head_weights_from_offsets",
+           "NextTokenLoss", "OFFSET_PREFIX"]
 
 OFFSET_PREFIX = "head"
 """Site prefix of :func:`head_offset_model`: its sites are ``"head.W_Q"``, …, ``"head.b_V"``."""
@@ -108,6 +112,26 @@ def logits_at(
     return cached_logits(current, cached, first_layer(network, components))
 
 
+def losses_at(
+    network: AttentionOnlyTransformer,
+    values: Mapping[str, Array],
+    components: tuple[str, ...] | None,
+    tokens: Int[Array, " context"],
+    cached: HeadCache | Float[Array, "positions d_model"] | None = None,
+) -> Float[Array, " positions"]:
+    """Per-token losses ℓ_s of one sequence ``tokens`` with the sampled site ``values`` put in
+    for ``components`` (as :func:`logits_at`, from ``tokens[:-1]`` or from the sequence's row of
+    the frozen cache), over chunks of positions so that its logits are never held at once."""
+    targets = tokens[1:]
+    if isinstance(cached, HeadCache):
+        return cached_losses(network, cached, cached.layer, targets,
+                             HeadWeights.from_sites(values, cached.component))
+    current = network_at(network, values, components)
+    if cached is None:
+        return current.token_losses(tokens)
+    return cached_losses(current, cached, first_layer(network, components), targets)
+
+
 def language_model(
     network: AttentionOnlyTransformer,
     components: Iterable[str] | None = None,
@@ -143,14 +167,14 @@ def language_model(
             check_cache(upstream, tokens, network, components)
         values = _latent_sites(shapes, prior_scale)
 
-        def logits(rows, batch):
+        def losses(rows, batch):
             if upstream is None:
-                return jax.vmap(network_at(network, values, components))(batch[:, :-1])
-            return jax.vmap(lambda cached: logits_at(network, values, components,
-                                                     cached=cached))(
-                jax.tree.map(lambda u: u[rows], upstream))
+                return jax.vmap(network_at(network, values, components).token_losses)(batch)
+            return jax.vmap(lambda seq, cached: losses_at(network, values, components, seq,
+                                                          cached=cached))(
+                batch, jax.tree.map(lambda u: u[rows], upstream))
 
-        _next_token_likelihood(tokens, batch_size, logits)
+        _next_token_likelihood(tokens, batch_size, losses)
 
     model.network = network
     model.components = components
@@ -198,11 +222,12 @@ def head_offset_model(
         weights = center + HeadWeights.from_sites(_latent_sites(shapes, prior_scale),
                                                   OFFSET_PREFIX)
 
-        def logits(rows, batch):
-            return jax.vmap(lambda row: cached_logits(network, row, layer, weights))(
-                jax.tree.map(lambda u: u[rows], upstream))
+        def losses(rows, batch):
+            return jax.vmap(lambda seq, row: cached_losses(network, row, layer, seq[1:],
+                                                           weights))(
+                batch, jax.tree.map(lambda u: u[rows], upstream))
 
-        _next_token_likelihood(tokens, batch_size, logits)
+        _next_token_likelihood(tokens, batch_size, losses)
 
     model.network = network
     model.layer = layer
@@ -243,16 +268,47 @@ def _latent_sites(shapes: Mapping[str, tuple[int, ...]], prior_scale: float
     }
 
 
+class NextTokenLoss(dist.Distribution):
+    """The categorical likelihood of observed next tokens, given their losses:
+    log p(t[s, i+1] | t[s, :i+1], w) = −ℓ_{s,i}(w), with ℓ the next-token cross-entropy the
+    network computed for exactly these observed tokens (in chunks of positions, so that the
+    logits of a large vocabulary are never held at once; ``Categorical(logits)`` would need them
+    all).
+
+    Its ``log_prob`` is only defined at the observation the losses belong to: the site must be
+    observed (``obs=tokens[:, 1:]``), and a value of another shape is a ValueError. It cannot be
+    sampled: predictive draws of next tokens need the logits (``network(tokens)``).
+    """
+
+    arg_constraints = {"losses": constraints.real}
+    support = constraints.nonnegative_integer
+
+    def __init__(self, losses: Float[Array, "batch positions"], *, validate_args=None):
+        self.losses = losses
+        super().__init__(batch_shape=jnp.shape(losses), validate_args=validate_args)
+
+    def log_prob(self, value: Int[Array, "batch positions"]) -> Float[Array, "batch positions"]:
+        if jnp.shape(value) != jnp.shape(self.losses):
+            raise ValueError(f"NextTokenLoss.log_prob is defined at the observed next tokens "
+                             f"(shape {jnp.shape(self.losses)}), got a value of shape "
+                             f"{jnp.shape(value)}.")
+        return -self.losses
+
+    def sample(self, key, sample_shape=()):
+        raise NotImplementedError("NextTokenLoss holds losses, not logits: it cannot be sampled. "
+                                  "Draw next tokens from the network's logits, network(tokens).")
+
+
 def _next_token_likelihood(
     tokens: Int[Array, "sequences context"],
     batch_size: int | None,
-    logits: Callable[[Int[Array, " batch"], Int[Array, "batch context"]],
-                     Float[Array, "batch positions vocab"]],
+    losses: Callable[[Int[Array, " batch"], Int[Array, "batch context"]],
+                     Float[Array, "batch positions"]],
 ) -> None:
     """The likelihood: a plate over the sequences (minibatches of ``batch_size`` rows) in which
-    ``next_token`` t[s, 1:] ~ Categorical(logits(rows, tokens[rows])) is observed."""
+    ``next_token`` t[s, 1:] is observed with log-probability −ℓ = −losses(rows, tokens[rows])
+    (:class:`NextTokenLoss`)."""
     with numpyro.plate("sequences", tokens.shape[0], subsample_size=batch_size, dim=-2) as idx:
         rows = idx.reshape(-1)
         batch = tokens[rows]
-        numpyro.sample("next_token", dist.Categorical(logits=logits(rows, batch)),
-                       obs=batch[:, 1:])
+        numpyro.sample("next_token", NextTokenLoss(losses(rows, batch)), obs=batch[:, 1:])

@@ -104,7 +104,7 @@ def run_study(
     with _timed(seconds, "total"):
         with _timed(seconds, "data"):
             data = study_data(network, tokenizer, config)
-        with (RunStore(out, study_settings(network, config), resume) as store,
+        with (RunStore(out, study_settings(network, config, data), resume) as store,
               _timed(seconds, "sampling")):
             runs = sample_components(network, components, data, config, store,
                                      progress=progress, on_component=on_component)

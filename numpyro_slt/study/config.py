@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,16 @@ class StudyConfig:
         checkpoint_every: kept draws per segment of a component's run: the observables of each
             segment are evaluated and written to disk as soon as it is sampled, so an
             interrupted study loses at most this many draws of the component in progress.
+        data: source of the sampling distribution q and of the evaluation set: a folder saved
+            with ``Dataset.save_to_disk``, a data file (``.jsonl``, ``.json``, ``.csv``,
+            ``.parquet``, ``.txt``), a folder of text or data files, or a Hub dataset name
+            (see :func:`~numpyro_slt.data.token_windows`). None: the built-in mixture.
+            ``repeat_fraction`` and ``random_fraction`` apply to the built-in mixture only.
+        probes: the probe distributions as ``(name, source)`` pairs (names unique Python
+            identifiers, sources as for ``data``; a dict ``{name: source}`` is accepted too).
+            None: the built-in probes.
+        context_length: tokens per window of q, of the evaluation set and of every probe, at
+            most the network's ``n_ctx``. None: ``n_ctx``.
     """
 
     components: tuple[str, ...] | None = None
@@ -61,6 +72,9 @@ class StudyConfig:
     chain_method: str = "vectorized"
     fast_path: bool = True
     checkpoint_every: int = 20
+    data: str | None = None
+    probes: tuple[tuple[str, str], ...] | None = None
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -90,6 +104,15 @@ class StudyConfig:
                 raise ValueError("StudyConfig.components must be a non-empty tuple of component "
                                  f"names such as ('1:6', 'embed'), got {self.components!r}.")
             object.__setattr__(self, "components", tuple(self.components))
+        if self.data is not None:
+            object.__setattr__(self, "data", _source("StudyConfig.data", self.data))
+        if self.probes is not None:
+            object.__setattr__(self, "probes", _probe_sources(self.probes))
+        if self.context_length is not None:
+            positive_int("StudyConfig.context_length", self.context_length)
+            if self.context_length < 2:
+                raise ValueError("StudyConfig.context_length must be an integer >= 2 (tokens "
+                                 f"per window), got {self.context_length!r}.")
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
@@ -103,6 +126,8 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["components"] = None if self.components is None else list(self.components)
+        out["probes"] = (None if self.probes is None
+                         else [[name, source] for name, source in self.probes])
         return out
 
     @classmethod
@@ -111,6 +136,40 @@ class StudyConfig:
         if isinstance(data.get("components"), list):
             data["components"] = tuple(data["components"])
         return cls(**data)
+
+
+def _source(name: str, value: Any) -> str:
+    """A data source of the config: a non-empty string (a path is turned into one)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a path or a Hub dataset name (a non-empty string), "
+                         f"got {value!r}.")
+    return value
+
+
+def _probe_sources(value: Any) -> tuple[tuple[str, str], ...]:
+    """``probes`` as a tuple of ``(name, source)`` pairs with unique identifier names."""
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    usage = ("StudyConfig.probes must be a non-empty list of [name, source] pairs such as "
+             "[['code', 'code.jsonl'], ['prose', 'books/']]")
+    if not isinstance(pairs, list | tuple) or not pairs:
+        raise ValueError(f"{usage}, got {value!r}.")
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ValueError(f"{usage}, got the entry {pair!r}.")
+        name, source = pair
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"StudyConfig.probes: the probe name {name!r} must be an identifier "
+                             "(letters, digits and _, not starting with a digit).")
+        out.append((name, _source(f"StudyConfig.probes[{name!r}]", source)))
+    names = [name for name, _ in out]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"StudyConfig.probes names the probe(s) {repeated} more than once; "
+                         "give each probe its own name.")
+    return tuple(out)
 
 
 def default_components(network) -> list[str]:

@@ -6,6 +6,12 @@
 - ``probes``: the probe distributions q′, held-out windows of each genre (another shuffle of the
   corpora) plus the synthetic patterns ``induction`` (random tokens repeated twice) and
   ``brackets`` (nested bracket text).
+
+With ``config.data`` the sampling and evaluation windows are instead the first windows of that
+source (:func:`~numpyro_slt.data.token_windows`, rows shuffled by the seed), the evaluation set
+the ``eval_sequences`` after the ``sampling_sequences``; with ``config.probes`` the probes are
+exactly the sources named there, ``probe_sequences`` windows each. Windows have
+``config.context_length`` tokens (default: the network's ``n_ctx``).
 """
 
 from __future__ import annotations
@@ -24,16 +30,54 @@ PROBE_SEED_OFFSET = 1000
 
 
 def study_data(network, tokenizer, config: StudyConfig) -> dict[str, Any]:
-    """The token arrays of a study: ``sampling`` (q, [N, n_ctx]), ``eval`` (the fixed L_q set) and
-    ``probes`` (name → [P, length])."""
-    n_ctx, vocab = network.config.n_ctx, network.config.d_vocab
+    """The token arrays of a study: ``sampling`` (q, [N, context]), ``eval`` (the fixed L_q set)
+    and ``probes`` (name → [P, length]); the context is ``config.context_length`` or the
+    network's ``n_ctx``."""
+    vocab = network.config.d_vocab
     if tokenizer.get_vocab_size() > vocab:
         raise ValueError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens, more than the "
                          f"network's d_vocab={vocab}; pass the network's own tokenizer.")
-    windows = _sampling_windows(tokenizer, config, n_ctx, vocab)
+    n_ctx = context_length(network, config)
+    if config.data is None:
+        windows = _sampling_windows(tokenizer, config, n_ctx, vocab)
+    else:
+        windows = _user_windows(config.data, tokenizer, n_ctx,
+                                config.sampling_sequences + config.eval_sequences,
+                                config.seed + MIXTURE_SEED_OFFSET, "StudyConfig.data")
+    if config.probes is None:
+        probes = _probes(tokenizer, config, n_ctx, vocab)
+    else:
+        probes = {name: _user_windows(source, tokenizer, n_ctx, config.probe_sequences,
+                                      config.seed + PROBE_SEED_OFFSET,
+                                      f"StudyConfig.probes[{name!r}]")
+                  for name, source in config.probes}
     return {"sampling": windows[: config.sampling_sequences],
             "eval": windows[config.sampling_sequences:],
-            "probes": _probes(tokenizer, config, n_ctx, vocab)}
+            "probes": probes}
+
+
+def context_length(network, config: StudyConfig) -> int:
+    """Tokens per window of the study: ``config.context_length``, at most the network's
+    ``n_ctx``, or ``n_ctx`` itself when None."""
+    n_ctx = network.config.n_ctx
+    if config.context_length is None:
+        return n_ctx
+    if config.context_length > n_ctx:
+        raise ValueError(f"StudyConfig.context_length={config.context_length} exceeds the "
+                         f"network's context n_ctx={n_ctx}; choose at most {n_ctx}.")
+    return config.context_length
+
+
+def _user_windows(source: str, tokenizer, n_ctx: int, count: int, seed: int,
+                  argument: str) -> np.ndarray:
+    """``count`` windows of ``source`` (:func:`~numpyro_slt.data.token_windows`), texts joined
+    with the end-of-text token when the tokenizer has one and with nothing otherwise."""
+    from ..data import token_windows
+    from ..data.tokenizer import EOS_TOKEN
+
+    separator = EOS_TOKEN if tokenizer.token_to_id(EOS_TOKEN) is not None else None
+    return token_windows(source, tokenizer, n_ctx, count, seed=seed,
+                         separator_token=separator, argument=argument)
 
 
 def _sampling_windows(tokenizer, config: StudyConfig, n_ctx: int, vocab: int) -> np.ndarray:

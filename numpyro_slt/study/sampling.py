@@ -37,13 +37,35 @@ __all__ = ["RunStore", "sample_component", "sample_components", "study_settings"
 SETTINGS_ATTR = "numpyro_slt_study"
 
 
-def study_settings(network, config: StudyConfig) -> str:
+#: StudyConfig fields left out of the settings while None, so that the settings of a study on the
+#: built-in data are those of the releases before the fields existed.
+_OPTIONAL_FIELDS = ("data", "probes", "context_length")
+
+
+def study_settings(network, config: StudyConfig, data: dict[str, Any] | None = None) -> str:
     """What a finished run must have been made with to be reused: the settings (but the
-    component list), the architecture and a SHA-256 of the weights, as canonical JSON."""
-    return json.dumps({"config": {k: v for k, v in config.to_dict().items()
-                                  if k != "components"},
-                       "model": network.config.to_dict(),
-                       "weights": _fingerprint(network)}, sort_keys=True)
+    component list), the architecture and a SHA-256 of the weights, as canonical JSON. With the
+    user's own data or probes (``config.data``, ``config.probes``) and the study's token arrays
+    ``data``, a SHA-256 of those arrays too, so that a changed file is not mistaken for the one
+    the runs were made on."""
+    settings = {k: v for k, v in config.to_dict().items()
+                if k != "components" and not (k in _OPTIONAL_FIELDS and v is None)}
+    found = {"config": settings, "model": network.config.to_dict(),
+             "weights": _fingerprint(network)}
+    if data is not None and (config.data is not None or config.probes is not None):
+        found["data"] = _data_fingerprint(data)
+    return json.dumps(found, sort_keys=True)
+
+
+def _data_fingerprint(data: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    arrays = [("sampling", data["sampling"]), ("eval", data["eval"]),
+              *((f"probe:{k}", v) for k, v in data["probes"].items())]
+    for name, tokens in arrays:
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        digest.update(f"{name}{tokens.shape}".encode())
+        digest.update(tokens.tobytes())
+    return digest.hexdigest()
 
 
 def _fingerprint(network) -> str:
