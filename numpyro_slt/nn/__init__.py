@@ -35,6 +35,7 @@ from .components import (
 from .config import TransformerConfig
 from .default import load_default
 from .heads import HeadWeights
+from .hf import from_pretrained
 from .induction import (
     copy_ablation,
     copy_losses,
@@ -60,6 +61,7 @@ from .transformer import (
     Transformer,
     cross_entropy_from_logits,
 )
+from .transformer_lens import from_transformer_lens
 
 __all__ = [
     "TrainConfig",
@@ -67,6 +69,8 @@ __all__ = [
     "copy_ablation",
     "copy_losses",
     "default_probe_length",
+    "from_pretrained",
+    "from_transformer_lens",
     "induction_scores",
     "learning_rate_schedule",
     "load_checkpoint",
