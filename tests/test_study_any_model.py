@@ -30,6 +30,22 @@ def _tokenizer(texts, vocab_size):
     return tok
 
 
+def _train(model, tokenizer, texts, steps=150, context=24):
+    """A few Adam steps on the sampling texts, so that the weights are near a minimum of the
+    loss the study samples around (at random weights the LLC estimate has no meaning)."""
+    ids = np.concatenate([tokenizer.encode(t).ids for t in texts])
+    windows = torch.as_tensor(ids[: len(ids) // context * context].reshape(-1, context))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        batch = windows[torch.randint(len(windows), (16,), generator=generator)]
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 @pytest.fixture(scope="module")
 def neox_folder(tmp_path_factory):
     """A Hugging Face folder: config.json, model.safetensors and tokenizer.json of a random
@@ -41,7 +57,8 @@ def neox_folder(tmp_path_factory):
         vocab_size=416, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=64, rotary_pct=0.5,
         use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)
-    model = transformers.GPTNeoXForCausalLM(config).eval()
+    model = transformers.GPTNeoXForCausalLM(config)
+    _train(model, tokenizer, genre_texts("legal", max_chars=60_000, seed=3))
     folder = tmp_path_factory.mktemp("neox")
     model.save_pretrained(folder)
     tokenizer.save(str(folder / "tokenizer.json"))
