@@ -20,7 +20,7 @@ from numpyro_slt.nn import (
     restricted_posterior,
     set_component,
 )
-from numpyro_slt.nn.caches import cached_logits, frozen_cache, head_cache
+from numpyro_slt.nn.caches import MLPCache, cached_logits, frozen_cache, head_cache
 from numpyro_slt.nn.components import canonical_components
 from numpyro_slt.nn.posterior import language_model, parameter_sites
 
@@ -217,9 +217,10 @@ def test_set_component_of_an_mlp_changes_only_that_mlp():
 
 
 FAST_CASES = [("gpt2_like", "1:2", "head_offset"), ("gpt2_like", "0:0", "head_offset"),
-              ("gpt2_like", "1.mlp", "upstream"), ("gpt2_like", "1.attn", "upstream"),
+              ("gpt2_like", "1.mlp", "upstream"), ("gpt2_like", "0.mlp", "upstream"),
+              ("gpt2_like", "1.attn", "upstream"), ("neox_like", "1.mlp", "upstream"),
               ("gpt2_like", "unembed", "upstream"), ("neox_like", "1:1", "head_offset"),
-              ("neox_like", "0:2", "head_offset"), ("neox_like", "0.mlp", "plain"),
+              ("neox_like", "0:2", "head_offset"), ("neox_like", "0.mlp", "upstream"),
               ("rotary_full_relu_nobias", "1:0", "head_offset")]
 
 
@@ -237,6 +238,9 @@ def test_fast_paths_give_the_plain_energy_and_gradient(arch, component, form):
     plain = localized(language_model(net, [component]), trained)
     rp = restricted_posterior(net, component, tokens, None)
     assert rp.form == form
+    if component.endswith(".mlp"):  # the MLP's own cache: its input stream and the rest
+        assert isinstance(rp.model_args[1], MLPCache)
+        assert (rp.model_args[1].rest is None) == (not net.config.parallel_residual)
     if form == "head_offset":
         own = {f"head.{k.split('.', 1)[1]}": v - trained[k] for k, v in point.items()}
     else:
@@ -293,3 +297,21 @@ def test_bad_architectures_are_refused_with_the_fix():
         Transformer.from_parameters(config, {**params, "W_out": np.zeros((2, 8, 3))})
     with pytest.raises(ValueError, match="exactly one of key"):
         Transformer(config)
+
+
+@pytest.mark.parametrize(("arch", "component"), [("gpt2_like", "1.mlp"), ("neox_like", "0.mlp"),
+                                                  ("neox_like", "1:2")])
+def test_observables_on_the_fast_path_equal_the_plain_ones(arch, component):
+    from numpyro_slt.nn.observables import evaluate_observables
+
+    net = random_network(9, **ARCHITECTURES[arch])
+    rng = np.random.default_rng(10)
+    probes = {"a": rng.integers(0, SMALL["d_vocab"], (3, 10)),
+              "b": rng.integers(0, SMALL["d_vocab"], (2, 6))}
+    eval_tokens = rng.integers(0, SMALL["d_vocab"], (4, 10))
+    draws = {k: np.asarray(v) + 0.05 * rng.normal(size=(2, 3, *v.shape))
+             for k, v in parameter_sites(net, [component]).items()}
+    fast, plain = (evaluate_observables(net, draws, probes, eval_tokens, [component],
+                                        fast_path=flag, token_chunk=1) for flag in (True, False))
+    for name in ("token_loss", "phi", "sampling_loss"):
+        np.testing.assert_allclose(fast[name].values, plain[name].values, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,10 @@ w*, so it can be computed once per token array instead of at every step and ever
   (:class:`HeadCache`). No other head of layer L depends on the head's weights c, so
   x^{L+1}(c) = finish_L(rest + out_{L,H}(a; c)) exactly, finish_L adding the MLP of a sequential
   block (the residual-stream identity of :mod:`~numpyro_slt.nn.components`);
+- for one sampled MLP L.mlp, the stream y it reads and ``rest``, everything else layer L
+  writes (:class:`MLPCache`): x^{L+1}(c) = rest + mlp_L(y; c), with y = rest = x^L + attn_L for
+  a sequential block and y = x^L, rest = x^L + attn_L for a parallel one. The MLP's LayerNorm
+  is part of the component, so y is cached before it;
 - for a head of the *last* layer also the projected unembedding R (below), unless that layer
   ends with a sequential MLP (which reads the head's output, so the logits are not affine in it).
 
@@ -51,7 +55,8 @@ from .components import canonical_components, parse_component
 from .heads import HeadWeights
 from .transformer import AttentionOnlyTransformer, _next_token_nll
 
-__all__ = ["HeadCache", "first_layer", "upstream_residual", "head_cache", "frozen_cache",
+__all__ = ["HeadCache", "MLPCache", "mlp_cache", "first_layer", "upstream_residual", "head_cache",
+           "frozen_cache",
            "cached_logits", "cached_losses", "cached_residual", "can_project", "check_cache",
            "PROJECTED_CACHE_MAX_BYTES", "projected_bytes",
            "unembedding_factors", "project_rest", "logits_from_projection"]
@@ -94,6 +99,26 @@ class HeadCache(eqx.Module):
     @property
     def component(self) -> str:
         return f"{self.layer}:{self.head}"
+
+
+class MLPCache(eqx.Module):
+    """The frozen part of the network around one sampled MLP L.mlp, per model input position:
+    ``stream`` y, what the MLP reads, and ``rest``, the rest of x^{L+1} (module docstring); for
+    a sequential block the two are the same array and ``rest`` is None. Each step and each
+    observable evaluation then runs the MLP, the layers after L and the unembedding."""
+
+    stream: Float[Array, "sequences positions d_model"]
+    rest: Float[Array, "sequences positions d_model"] | None
+    layer: int = eqx.field(static=True)
+
+    @property
+    def component(self) -> str:
+        return f"{self.layer}.mlp"
+
+    def residual(self, network: AttentionOnlyTransformer) -> Float[Array, "positions d_model"]:
+        """x^{L+1} = rest + mlp_L(y) of one sequence's row, with ``network``'s MLP weights."""
+        rest = self.stream if self.rest is None else self.rest
+        return rest + network.mlp_output(self.layer, self.stream)
 
 
 def upstream_residual(
@@ -151,6 +176,28 @@ def head_cache(
                      project_rest(network, rest) if project else None)
 
 
+def mlp_cache(
+    network: AttentionOnlyTransformer,
+    tokens: Int[Array, "sequences context"],
+    component: str,
+    *,
+    chunk: int = 256,
+) -> MLPCache:
+    """The :class:`MLPCache` of MLP ``component`` (``"L.mlp"``) for the model inputs
+    ``tokens[:, :-1]``, computed once in chunks of sequences."""
+    spec = parse_component(component, network.config)
+    if spec.kind != "mlp":
+        raise ValueError(f"mlp_cache needs one MLP 'L.mlp', got {component!r}")
+    tokens = checked_tokens("tokens", tokens, network.config)
+    chunks, size = _chunked_inputs(tokens, chunk)
+    stream, rest = _mlp_cache(network, chunks, spec.layer)
+
+    def rows(x):
+        return None if x is None else x.reshape(-1, *x.shape[2:])[:size]
+
+    return MLPCache(rows(stream), rows(rest), spec.layer)
+
+
 def frozen_cache(
     network: AttentionOnlyTransformer,
     tokens: Int[Array, "sequences context"],
@@ -160,15 +207,19 @@ def frozen_cache(
     project: bool | None = False,
 ) -> HeadCache | Float[Array, "sequences positions d_model"] | None:
     """What can be cached for ``components``: a :class:`HeadCache` for a single head (with R as
-    :func:`head_cache`'s ``project`` says), the frozen residual stream x^L
+    :func:`head_cache`'s ``project`` says), an :class:`MLPCache` for a single MLP, the frozen
+    residual stream x^L
     (:func:`upstream_residual`) when everything upstream of a layer L > 0 is frozen, and None
     when nothing can be cached (the whole network, the embedding, or a component set reaching
     into layer 0 other than one head)."""
     if components is None:
         return None
     names = canonical_components(network.config, components)
-    if len(names) == 1 and parse_component(names[0], network.config).kind == "head":
+    kind = parse_component(names[0], network.config).kind if len(names) == 1 else None
+    if kind == "head":
         return head_cache(network, tokens, names[0], chunk=chunk, project=project)
+    if kind == "mlp":
+        return mlp_cache(network, tokens, names[0], chunk=chunk)
     if first_layer(network, names) > 0:
         return upstream_residual(network, tokens, names, chunk=chunk)
     return None
@@ -190,6 +241,8 @@ def cached_residual(
     :func:`frozen_cache`: for a :class:`HeadCache`, x^{L+1} = finish_L(rest + out(a; ``head``))
     (the network's own head when ``head`` is None), then layers L+1..; for x^L, layers
     ``layer``.. of ``network``."""
+    if isinstance(cached, MLPCache):
+        return network.residual_from(cached.layer + 1, cached.residual(network))
     if not isinstance(cached, HeadCache):
         return network.residual_from(layer, cached)
     if head is None:
@@ -235,6 +288,21 @@ def check_cache(cache, tokens, network: AttentionOnlyTransformer,
     """ValueError unless ``cache`` is :func:`frozen_cache` ``(network, tokens, components)`` in
     kind and shape (the cached values themselves are not recomputed)."""
     expected = (tokens.shape[0], tokens.shape[1] - 1, network.config.d_model)
+    if isinstance(cache, MLPCache):
+        if components != (cache.component,):
+            raise ValueError(f"upstream is the MLPCache of {cache.component!r} but the model "
+                             f"samples {components}; pass frozen_cache(network, tokens, "
+                             "components) of the same components.")
+        for name in ("stream", "rest"):
+            array = getattr(cache, name)
+            if array is not None and tuple(array.shape) != expected:
+                raise ValueError(f"upstream.{name} has shape {tuple(array.shape)}, expected "
+                                 f"{expected}: pass frozen_cache(network, tokens, components) "
+                                 "of the same tokens.")
+        if (cache.rest is None) != network.sequential_mlp:
+            raise ValueError("upstream does not match the network's residual order (sequential "
+                             "or parallel); pass frozen_cache(network, tokens, components).")
+        return
     if isinstance(cache, HeadCache):
         if components != (cache.component,):
             raise ValueError(f"upstream is the HeadCache of head {cache.component!r} but the "
@@ -297,6 +365,21 @@ def _head_cache(network: AttentionOnlyTransformer, chunks, layer: int, head: Arr
         normed = network.normed_input(layer, resid)
         rest = network.attention_stream(layer, resid) - network.head_output(layer, head, normed)
         return normed, rest
+
+    return jax.lax.map(jax.vmap(one), chunks)
+
+
+@eqx.filter_jit
+def _mlp_cache(network: AttentionOnlyTransformer, chunks, layer: int):
+    """(y, rest) of every sequence: the stream MLP ``layer`` reads and the rest of x^{L+1}
+    (None for a sequential block, where rest = y)."""
+
+    def one(seq):
+        resid = _residual_before(network, seq, layer)
+        after_attention = resid + network.attention_output(layer, resid)
+        if network.sequential_mlp:
+            return after_attention, None
+        return resid, after_attention
 
     return jax.lax.map(jax.vmap(one), chunks)
 

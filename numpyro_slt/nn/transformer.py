@@ -344,6 +344,11 @@ class Transformer(eqx.Module):
             attn_out = _plus(jnp.einsum("hse,hed->sd", z, self.W_O[layer]), b_O)
         return attn_out, pattern, head_out
 
+    def attention_output(self, layer: int, resid: Float[Array, "seq d_model"]
+                         ) -> Float[Array, "seq d_model"]:
+        """attn_l = Σ_h out_{l,h} + b_O[l], what layer ``layer``'s attention writes given x^l."""
+        return self._attention(layer, resid, per_head=False)[0]
+
     def output_bias(self, layer: int) -> Float[Array, " d_model"] | float:
         """b_O[l], the attention's output bias shared by the layer's heads (0.0 without one)."""
         return 0.0 if self.b_O is None else self.b_O[layer]
@@ -383,7 +388,7 @@ class Transformer(eqx.Module):
         that its attention's output does not feed. ``attn_out`` overrides the layer's own
         attention write Σ_h out_h + b_O[l]. :meth:`finish_layer` of it is xˡ⁺¹."""
         if attn_out is None:
-            attn_out = self._attention(layer, resid, per_head=False)[0]
+            attn_out = self.attention_output(layer, resid)
         stream = resid + attn_out
         if self.config.parallel_residual:
             stream = stream + self.mlp_output(layer, resid)
