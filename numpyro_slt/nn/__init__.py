@@ -45,6 +45,7 @@ from .induction import (
     score_from_patterns,
     score_table,
 )
+from .module import module_components, module_model, module_observables, module_sites
 from .observables import ObservableEvaluator
 from .restricted import RestrictedPosterior, restricted_posterior
 from .train import (
@@ -97,6 +98,10 @@ __all__ = [
     "get_components",
     "head_outputs",
     "load_default",
+    "module_components",
+    "module_model",
+    "module_observables",
+    "module_sites",
     "named_parameters",
     "parameter_count",
     "parse_component",
