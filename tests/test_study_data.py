@@ -223,7 +223,10 @@ def test_labels_of_byte_level_bpe_tokenizers(which, request):
     # " a b" repeated: the second (a, b) continues a bigram seen before
     assert _labels(tokenizer, " a b c a b")[1] == ["word_start"] * 4 + ["induction"]
     # GPT-2's contraction tokens continue the word; a lone quote opens one
-    assert _labels(tokenizer, "it's") == (["it", "'s"], ["word_start", "word_part"])
+    # (how "it" itself is split depends on the merges learned from this interpreter's corpora)
+    pieces, labels = _labels(tokenizer, "it's")
+    assert "".join(pieces) == "it's" and pieces[-1] == "'s"
+    assert labels == ["word_start"] + ["word_part"] * (len(pieces) - 1)
     assert _labels(tokenizer, " '")[1] == ["left_delimiter"]
     # a vocabulary token written <...> is no special token
     pieces, labels = _labels(tokenizer, " <=>")
