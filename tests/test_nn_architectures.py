@@ -195,8 +195,9 @@ def test_component_names_of_every_kind_and_devinterp_aliases():
     assert canonical_components(c, ["0:1", "0.mlp", "1.attn"]) == ("0:1", "0.mlp", "1.attn")
     # tied: the shared matrix is the embedding's; the unembedding keeps its LayerNorm only
     assert list(get_component(net, "unembed")) == ["ln_final_w", "ln_final_b"]
-    assert list(get_component(net, "0.mlp")) == ["W_in", "b_in", "W_out", "b_out", "ln2_w",
-                                                  "ln2_b"]
+    assert list(get_component(net, "0.mlp")) == ["W_in", "b_in", "W_out", "b_out"]
+    assert list(get_component(net, "0.attn"))[-1] == "b_O"  # the LayerNorms are the block's
+    assert list(get_component(net, "layer 0"))[-4:] == ["ln_w", "ln_b", "ln2_w", "ln2_b"]
     rotary = random_network(0, **ARCHITECTURES["neox_like"])
     assert "pos" not in component_names(rotary.config)
     with pytest.raises(ValueError, match="rotary"):

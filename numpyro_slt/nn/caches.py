@@ -13,8 +13,8 @@ w*, so it can be computed once per token array instead of at every step and ever
   block (the residual-stream identity of :mod:`~numpyro_slt.nn.components`);
 - for one sampled MLP L.mlp, the stream y it reads and ``rest``, everything else layer L
   writes (:class:`MLPCache`): x^{L+1}(c) = rest + mlp_L(y; c), with y = rest = x^L + attn_L for
-  a sequential block and y = x^L, rest = x^L + attn_L for a parallel one. The MLP's LayerNorm
-  is part of the component, so y is cached before it;
+  a sequential block and y = x^L, rest = x^L + attn_L for a parallel one (y is cached before
+  the MLP's LayerNorm, which the network applies);
 - for a head of the *last* layer also the projected unembedding R (below), unless that layer
   ends with a sequential MLP (which reads the head's output, so the logits are not affine in it).
 

@@ -5,19 +5,20 @@ Component names (canonical form first; devinterp's restriction names as aliases)
 - ``"embed"``: the token embedding W_E (with a tied unembedding it is also W_Uᵀ);
 - ``"pos"``: the learned positional embedding W_pos (a rotary model has none);
 - ``"layer L"`` (also ``"L"``, devinterp's ``"lL"``): every parameter of block L, its attention
-  and its MLP with their LayerNorms;
+  and its MLP with their input LayerNorms;
 - ``"L.attn"`` (devinterp ``"lL attn"``): the attention of block L: every head's W_Q, W_K, W_V,
-  W_O, b_Q, b_K, b_V, the output bias b_O and the attention input's LayerNorm;
+  W_O, b_Q, b_K, b_V and the output bias b_O (its input LayerNorm belongs to the block, as in
+  devinterp and TransformerLens);
 - ``"L:H"`` (devinterp ``"lLhH"``): head H of layer L (W_Q, W_K, W_V, W_O, b_Q, b_K, b_V at
   index ``[L, H]``, also where an imported checkpoint fused them into one QKV matrix); the shared
   output bias b_O belongs to the attention, not to any head;
-- ``"L.mlp"`` (devinterp ``"lL mlp"``): the MLP of block L (W_in, b_in, W_out, b_out and the
-  MLP input's LayerNorm);
+- ``"L.mlp"`` (devinterp ``"lL mlp"``): the MLP of block L (W_in, b_in, W_out, b_out; its
+  input LayerNorm belongs to the block);
 - ``"unembed"``: W_U and b_U and the final LayerNorm (only the LayerNorm and b_U when the
   unembedding is tied to W_E).
 
-``embed``, ``pos``, the layers and ``unembed`` partition the parameters; a layer is its attention
-and its MLP, an attention the union of its heads plus b_O and its LayerNorm. A selection of
+``embed``, ``pos``, the layers and ``unembed`` partition the parameters; a layer is its attention,
+its MLP and their LayerNorms, an attention the union of its heads plus b_O. A selection of
 several components is their union; components that overlap (a head and its layer) are an error.
 On parameters, :func:`get_component` / :func:`set_component` read and replace a component's
 slices (this is the weight split w = (u, c) of a restricted posterior). On activations,
@@ -68,8 +69,9 @@ __all__ = [
 ]
 
 _HEAD_FIELDS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
-_ATTN_FIELDS = _HEAD_FIELDS + ("b_O", "ln_w", "ln_b")
-_MLP_FIELDS = ("W_in", "b_in", "W_out", "b_out", "ln2_w", "ln2_b")
+_ATTN_FIELDS = _HEAD_FIELDS + ("b_O",)
+_MLP_FIELDS = ("W_in", "b_in", "W_out", "b_out")
+_BLOCK_NORMS = ("ln_w", "ln_b", "ln2_w", "ln2_b")
 _UNEMBED_FIELDS = ("W_U", "b_U", "ln_final_w", "ln_final_b")
 _PARAM_FIELDS = tuple(TransformerConfig(d_mlp=1).parameter_shapes())
 
@@ -222,7 +224,7 @@ def _slots(spec: ComponentSpec, config: TransformerConfig) -> list[tuple[str, tu
     elif spec.kind == "mlp":
         fields, index = _MLP_FIELDS, (spec.layer,)
     else:
-        fields, index = _ATTN_FIELDS + _MLP_FIELDS, (spec.layer,)
+        fields, index = _ATTN_FIELDS + _MLP_FIELDS + _BLOCK_NORMS, (spec.layer,)
     return [(f, index) for f in fields if f in present]
 
 
