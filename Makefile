@@ -77,7 +77,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 # Benchmarks (not part of `make test`): SGLD overhead in MCMC (~3 min), then numpyro-slt against
 # devinterp and BlackJAX (11.5 min on 2 shared cores), then the scaling sweeps against devinterp
 # (15 min on 2 shared cores), then devinterp's susceptibilities() against numpyro-slt on an
-# imported GPT-NeoX of Pythia-14M's shape (~12 min on 2 shared cores); results in
+# imported GPT-NeoX of Pythia-14M's shape (~12 min at load ~2, 21 min at load 5-6); results in
 # benchmarks/results/.
 bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(VENV)/bin/python benchmarks/sgld_overhead.py

@@ -37,8 +37,10 @@ starts), torch with one intra-op thread, XLA with ``common.ONE_THREAD_XLA_FLAGS`
   (the frozen part cached once: a head's input and the rest of its layer, or x^L), an
   ``ObservableEvaluator`` (eval set + probe), ``SGLD`` of the tempered localized model in
   ``sample_checkpointed`` (``chain_method`` as in :class:`Settings`, ``jit_model_args``,
-  ``keep_draws=False``) in segments of ``checkpoint_every`` draws with the observables evaluated
-  and written after each segment, then ``slt.susceptibilities`` on the observables. The first
+  ``keep_draws=False``; L_n(w*) on E/B minibatches, ``init_loss_batches``, as devinterp's
+  ``num_init_loss_batches``, where the study uses the whole sampling data) in segments of
+  ``checkpoint_every`` draws with the observables evaluated and written after each segment,
+  then ``slt.susceptibilities`` on the observables. The first
   segment includes every compilation of the run; the later ones run compiled programs only,
   so ``steady`` figures are per-draw costs of those segments. Peak resident memory (VmHWM) is
   taken for the set-up (caches, evaluator and its L_q(w*)), the first segment (XLA's one-off
@@ -57,7 +59,7 @@ chains); devinterp's sample() seconds minus its init-loss and observables second
 
 Usage (needs the ``build/venv-bench`` environment of ``make bench``)::
 
-    python benchmarks/pythia_shape.py            # the full run, about 12 minutes on 2 cores
+    python benchmarks/pythia_shape.py            # the full run: 21 min at load 5-6 on 2 cores
     python benchmarks/pythia_shape.py --quick    # fewer draws and windows, a smoke run
     python benchmarks/pythia_shape.py --out /tmp/p.json
 """
