@@ -1,5 +1,6 @@
-"""What every benchmark script needs, whatever it measures: timing, processor pinning, the machine
-and package versions, least-squares fits and writing the results file.
+"""What every benchmark script needs, whatever it measures: timing, processor pinning, memory of a
+process, running a measurement in a fresh process, the machine and package versions,
+least-squares fits and writing the results file.
 
 The scripts of ``benchmarks/`` run as ``python benchmarks/<script>.py``, so Python puts this folder
 on the import path and they import this module as ``common``. It imports JAX and NumPy only
@@ -12,6 +13,8 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -156,6 +159,52 @@ def set_torch_threads(threads: int) -> None:
 
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+# -- memory, and measurements in a fresh process ----------------------------------------------
+
+# XLA on one device and one intra-op thread; with jaxlib 0.10.2 that alone does not keep XLA on
+# one core (docs/benchmarks.md), so the child processes are also pinned to one (``pin``).
+ONE_THREAD_XLA_FLAGS = ("--xla_force_host_platform_device_count=1 "
+                        "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def memory_status() -> dict[str, float]:
+    """VmRSS and VmHWM (peak), RssAnon and RssFile of this process, MiB."""
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            values[key] = int(line.split()[1]) / 1024
+    return values
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current VmRSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def run_json_child(args: list[str], *, pin: bool = False, env: dict[str, str] | None = None,
+                   timeout: float = 900, what: str = "child") -> dict[str, Any]:
+    """Run ``python *args`` in a fresh process and return the last line of its standard output
+    that is a JSON object. ``pin`` runs it on one core, the least busy when it starts (a
+    trampoline sets the affinity and execs the child, which inherits it); ``env`` is added to
+    this process's environment. A failure raises with the end of the child's standard error."""
+    command = [sys.executable, *args]
+    if pin:
+        trampoline = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+                      "os.execv(sys.argv[2], sys.argv[2:])")
+        command = [sys.executable, "-c", trampoline, str(idlest_core()), *command]
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 # -- the machine, and the results file --------------------------------------------------------

@@ -82,8 +82,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -96,10 +94,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from common import (  # noqa: E402  (after the environment variables above)
     environment,
-    idlest_core,
     load_line,
     mcmc_runner,
+    memory_status,
     power_fit,
+    reset_peak,
+    run_json_child,
     set_torch_threads,
     write_results,
 )
@@ -147,25 +147,6 @@ class Sweeps:
 
 
 # -- one point, in its own process ------------------------------------------------------------
-
-
-def memory_status() -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of this process, MiB."""
-    values = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            values[key] = int(line.split()[1]) / 1024
-    return values
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current VmRSS (Linux ≥ 4.0); False where that is not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def point_workload(spec: dict[str, Any], settings: Settings, torch_threads: int) -> Workload:
@@ -309,18 +290,10 @@ def plan(sweeps: Sweeps, names: list[str]) -> list[dict[str, Any]]:
 
 def run_child(point: dict[str, Any], torch_threads: int, pin: bool = False) -> dict[str, Any]:
     """Run one point in a fresh process (on one core with ``pin``) and return its figures."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    command = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(point),
-               "--torch-threads", str(torch_threads)]
-    if pin:  # a trampoline sets the affinity and execs the child, which inherits it
-        trampoline = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
-                      "os.execv(sys.argv[2], sys.argv[2:])")
-        command = [sys.executable, "-c", trampoline, str(idlest_core()), *command]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"point {point} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return run_json_child([str(Path(__file__).resolve()), "--point", json.dumps(point),
+                           "--torch-threads", str(torch_threads)], pin=pin,
+                          env={"JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
+                          what=f"point {point}")
 
 
 def check_ports(widths: tuple[int, ...]) -> dict[str, float]:
