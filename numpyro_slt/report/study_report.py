@@ -203,7 +203,11 @@ def _report(result, summary, images, roles, top) -> list[Section]:
                 f"ε = {c.step_size}, batch {c.batch_size}, {c.num_chains} chains × "
                 f"{c.num_draws} draws (thinning {c.thinning}, {c.num_warmup} warm-up steps), "
                 f"{summary['tokens']} probe tokens. Total time "
-                f"{summary['seconds'].get('total', float('nan')):.0f} s.")
+                f"{summary['seconds'].get('total', float('nan')):.0f} s. "
+                f"Sampling distribution: {c.data or 'the built-in mixture'} "
+                f"({c.sampling_sequences} windows, {c.eval_sequences} more for L_q); probes: "
+                + ", ".join(f"{name} {shape[0]} × {shape[1]} tokens"
+                            for name, shape in summary["probes"].items()) + ".")
     variance = Table("Explained variance ratio of PC1–PC3",
                      ["layer", "PC1", "PC2", "PC3"],
                      [[k, *(v + [float("nan")] * (3 - len(v)))]
