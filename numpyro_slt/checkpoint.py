@@ -230,10 +230,24 @@ def load_draws(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
                 parts.append({k: data[k] for k in data.files})
         except Exception as err:  # truncated or corrupt (atomic writes rule out half-written)
             raise _unreadable(path, err) from None
+    _fill_missing(parts)
     merged = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
     draws = _unflatten(merged, "draws")
     stats = _unflatten(merged, "stats")
     return draws, stats
+
+
+def _fill_missing(parts: list[dict[str, np.ndarray]]) -> None:
+    """Give every segment every array: a statistic that older segments lack (a run resumed by a
+    version that records more) is NaN there, shaped (chain, draws of that segment, ...)."""
+    names = list(dict.fromkeys(name for part in parts for name in part))
+    for part in parts:
+        chains, draws = next(iter(part.values())).shape[:2]
+        for name in names:
+            if name not in part:
+                like = next(p[name] for p in parts if name in p)
+                dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
+                part[name] = np.full((chains, draws, *like.shape[2:]), np.nan, dtype=dtype)
 
 
 def load_observed(directory: str | os.PathLike) -> xr.Dataset:
@@ -300,12 +314,19 @@ def _start(directory: Path, settings: dict, resume: bool):
         for stale in [*directory.glob("segment_*.npz"), *directory.glob("observed_*.nc")]:
             if int(stale.stem.split("_")[1]) >= segments:
                 stale.unlink()  # written but not committed by the checkpoint
-        return saved_state["state"], segments
+        return _upgrade(saved_state["state"]), segments
     if resume and directory.exists() and any(directory.iterdir()):
         raise ValueError(f"{directory} holds no run.json: it is not a numpyro-slt run to resume")
     directory.mkdir(parents=True, exist_ok=True)
     _write_json(run_file, {**settings, "complete": False})
     return None, 0
+
+
+def _upgrade(state: Any) -> Any:
+    """A kernel state saved by an older version, with the fields added since filled in."""
+    from .kernels.sgld import SGLDState, upgrade_state
+
+    return upgrade_state(state) if isinstance(state, SGLDState) else state
 
 
 def _is_typed_key(key) -> bool:

@@ -69,7 +69,8 @@ def test_a_healthy_run_passes(healthy):
     report = _check(healthy)
     assert report.ok, str(report)
     assert "OK: no problem found" in str(report)
-    assert set(report.table.data_vars) == {"llc", "mala_accept", "drift_z", "escape"}
+    assert set(report.table.data_vars) == {"llc", "mala_accept", "drift_z", "escape",
+                                           "noise_drift", "localization_drift"}
     assert list(report.parameters.site.values) == ["w"]
     assert report.llc_se_source == "the LLC trace's ESS"
 

@@ -1,6 +1,6 @@
 """MCMC kernels: SGLD and its preconditioners."""
 
 from .preconditioners import Preconditioner, identity, rmsprop
-from .sgld import SGLD, SGLDState
+from .sgld import SGLD, SGLDState, upgrade_state
 
-__all__ = ["SGLD", "SGLDState", "Preconditioner", "identity", "rmsprop"]
+__all__ = ["SGLD", "SGLDState", "upgrade_state", "Preconditioner", "identity", "rmsprop"]

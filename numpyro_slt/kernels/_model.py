@@ -97,6 +97,9 @@ class ModelInfo:
     centers: dict[str, jnp.ndarray] = field(repr=False)  # constrained localization centers
     gamma: dict[str, float]
     subsampled_plates: dict[str, tuple[int, int]]
+    # n, the observations L_n averages over: the count all tempered sites share (``slt_n``),
+    # NaN when they count different numbers (then L_n is a sum of per-site means)
+    n: float = float("nan")
 
     @property
     def localized(self) -> bool:
@@ -134,6 +137,7 @@ def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> Mod
         untempered = sorted(s["name"] for s in likelihood if "slt_nbeta" not in s["infer"])
         raise ValueError(f"observed sites {untempered} are not tempered; temper the whole model")
     nbetas = {float(s["infer"]["slt_nbeta"]) for s in tempered}
+    counts = {int(s["infer"]["slt_n"]) for s in tempered}
     if len(nbetas) != 1:
         raise ValueError(f"observed sites were tempered with different nbeta values {nbetas}")
     latent = [s for s in trace.values() if is_latent_site(s)]
@@ -149,6 +153,7 @@ def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> Mod
                  for s in latent if "slt_center" in s["infer"]},
         gamma={s["name"]: s["infer"]["slt_gamma"] for s in latent if "slt_gamma" in s["infer"]},
         subsampled_plates=plates,
+        n=float(counts.pop()) if len(counts) == 1 else float("nan"),
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _model
 
-__all__ = ["draw_indices", "reference_loss", "normal_like", "sq_norm", "norm",
+__all__ = ["draw_indices", "reference_loss", "normal_like", "sq_norm", "norm", "sq_norms",
            "weighted_sq_norm", "mala_acceptance", "no_draws"]
 
 
@@ -89,6 +89,24 @@ def sq_norm(tree: Any) -> jnp.ndarray:
 def norm(tree: Any) -> jnp.ndarray:
     """‖tree‖₂ over all leaves."""
     return jnp.sqrt(sq_norm(tree))
+
+
+def sq_norms(rows: list[tuple[Any, ...]]) -> tuple[jnp.ndarray, ...]:
+    """Several Σ x² at once: ``rows`` holds, for each leaf of the parameters, one array per sum
+    (``None`` where a sum gets nothing from that leaf). Each leaf's squares go through one
+    variadic reduction, so XLA reads the arrays they are computed from once per leaf, not once
+    per sum."""
+    totals = [jnp.zeros(())] * len(rows[0]) if rows else []
+    for row in rows:
+        present = [j for j, x in enumerate(row) if x is not None]
+        if not present:
+            continue
+        squares = tuple(jnp.square(row[j]).ravel() for j in present)
+        sums = jax.lax.reduce(squares, tuple(jnp.zeros((), x.dtype) for x in squares),
+                              lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)), (0,))
+        for j, value in zip(present, sums, strict=True):
+            totals[j] = totals[j] + value
+    return tuple(totals)
 
 
 def weighted_sq_norm(metric: Any, grad: Any) -> jnp.ndarray:

@@ -19,6 +19,10 @@ Dataset) :func:`check_chains` looks at
 - **sign**: a negative λ̂ (the mean or any chain): the chains found losses below L_n(w*), so w* is
   not a local minimum of L_n or the chain drifted away from it;
 
+and, for information only (no verdict depends on them), the median ratios of the step's noise
+and localization norms to its likelihood drift (``noise_drift``, ``localization_drift`` in the
+table; see docs/formulas.md, "Step norms"), when the run records them;
+
 and, across chains, the R-hat and bulk ESS of the LLC trace and of the parameters' draws when the
 source has them (every coordinate of a site with at most ``site_coords`` coordinates; of a larger
 site its first ``site_coords`` coordinates and its norm): R-hat > ``rhat_max`` or
@@ -49,10 +53,13 @@ __all__ = ["ChainReport", "check_chains"]
 class ChainReport:
     """Per-chain figures (``table``), run-level figures and the problems found, with advice.
 
-    ``rhat``/``ess``: of the LLC trace. ``llc``/``llc_se``: the estimate and its standard error,
-    from the trace's ESS or, when that is not credible, from the spread between chains
-    (``llc_se_source`` says which). ``parameters``: worst R-hat and least bulk ESS per site
-    (dim ``site``), empty when the source holds no parameter draws.
+    ``table`` has, per chain, ``llc``, ``mala_accept``, ``drift_z``, ``escape`` (the distance
+    ratio), and ``noise_drift`` and ``localization_drift`` (median ratios of the step norms,
+    information only; NaN when the run does not record them). ``rhat``/``ess``: of the LLC trace.
+    ``llc``/``llc_se``: the estimate and its standard error, from the trace's ESS or, when that
+    is not credible, from the spread between chains (``llc_se_source`` says which).
+    ``parameters``: worst R-hat and least bulk ESS per site (dim ``site``), empty when the source
+    holds no parameter draws.
     """
 
     table: xr.Dataset
@@ -81,10 +88,13 @@ class ChainReport:
                              f"least bulk ESS {float(row.ess):.0f}")
             for chain in self.table.chain.values:
                 row = self.table.sel(chain=chain)
-                lines.append(
-                    f"chain {chain}: llc {float(row.llc):.4g}, mala {float(row.mala_accept):.3f}, "
-                    f"drift z {float(row.drift_z):+.1f}, distance ratio {float(row.escape):.2f}"
-                )
+                line = (f"chain {chain}: llc {float(row.llc):.4g}, "
+                        f"mala {float(row.mala_accept):.3f}, drift z {float(row.drift_z):+.1f}, "
+                        f"distance ratio {float(row.escape):.2f}")
+                if "noise_drift" in row and np.isfinite(float(row.noise_drift)):
+                    line += (f", noise/drift {float(row.noise_drift):.3g}, "
+                             f"localization/drift {float(row.localization_drift):.3g}")
+                lines.append(line)
         lines += ["OK: no problem found"] if self.ok else [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -145,7 +155,10 @@ def check_chains(
               if distance is not None else np.full(len(chains), np.nan))
     table = xr.Dataset(
         {"llc": ("chain", per_chain), "mala_accept": ("chain", mala),
-         "drift_z": ("chain", drift), "escape": ("chain", escape)},
+         "drift_z": ("chain", drift), "escape": ("chain", escape),
+         "noise_drift": ("chain", _median_ratio(stats, "noise_norm", "drift_norm", chains)),
+         "localization_drift": ("chain", _median_ratio(stats, "localization_norm", "drift_norm",
+                                                       chains))},
         coords={"chain": chain_ids},
     )
     draws = _parameter_draws(source)
@@ -311,6 +324,23 @@ def _drift(first: np.ndarray, last: np.ndarray) -> float:
     if not np.isfinite(variance) or variance <= 0:
         return 0.0
     return float((last.mean() - first.mean()) / np.sqrt(variance))
+
+
+def _median_ratio(stats: xr.Dataset, top: str, bottom: str, chains: np.ndarray) -> np.ndarray:
+    """Per chain, the median over draws of ``stats[top] / stats[bottom]`` (NaN where the run
+    lacks them; draws where either is NaN, as in segments of an older version, are left out)."""
+    if top not in stats or bottom not in stats:
+        return np.full(len(chains), np.nan)
+    a = np.asarray(stats[top], dtype=float)[chains]
+    b = np.asarray(stats[bottom], dtype=float)[chains]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+    ratio[np.isnan(a) | np.isnan(b)] = np.nan
+    out = np.full(len(chains), np.nan)
+    for j, row in enumerate(ratio):
+        if not np.all(np.isnan(row)):
+            out[j] = np.nanmedian(row)
+    return out
 
 
 def _per_chain_mean(stats: xr.Dataset, name: str, chains: np.ndarray) -> np.ndarray:

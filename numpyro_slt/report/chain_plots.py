@@ -1,9 +1,11 @@
-"""Figures of the sampling runs: SGLD loss traces per chain, and the LLC per component."""
+"""Figures of the sampling runs: SGLD loss traces per chain, the norms of the SGLD step's three
+terms, and the LLC per component."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -22,7 +24,11 @@ from ._draw import (
     _text_safe,
 )
 
-__all__ = ["plot_loss_traces", "plot_llc"]
+__all__ = ["plot_loss_traces", "plot_step_norms", "plot_llc"]
+
+_STEP_NORMS = (("drift_norm", "likelihood drift  ‖(ε/2)·G⊙nβ∇L_B‖"),
+               ("localization_norm", "localization drift  ‖(ε/2)·G⊙γ(w − w*)‖"),
+               ("noise_norm", "noise  ‖√(εG)⊙ξ‖"))
 
 
 def plot_loss_traces(loss: xr.DataArray, ess: xr.DataArray, rhat: xr.DataArray,
@@ -63,6 +69,49 @@ def plot_loss_traces(loss: xr.DataArray, ess: xr.DataArray, rhat: xr.DataArray,
             ax.set_xlabel("draw", fontsize=8)
         if i % ncols == 0:
             ax.set_ylabel("loss", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(chains), 8),
+               fontsize=8, frameon=False)
+    fig.suptitle(title, parse_math=False)
+    return _save(fig, path)
+
+
+def plot_step_norms(source: Any, path: str | os.PathLike, *,
+                    title: str = "SGLD step norms") -> Path:
+    """Trace plots of the norms of the three terms of each kept SGLD step (docs/formulas.md,
+    "Step norms"): likelihood drift, localization drift and noise, one panel each, one line per
+    chain, on a log scale when the values are positive. The title of each panel gives its median.
+
+    :param source: a run with the kernel's step norms: a finished ``MCMC`` with
+        :class:`~numpyro_slt.SGLD`, a ``CheckpointedRun``, ArviZ data or the ``sample_stats``
+        Dataset.
+    """
+    from .._arviz import sample_stats
+
+    stats = sample_stats(source)
+    missing = [name for name, _ in _STEP_NORMS if name not in stats]
+    if missing:
+        raise ValueError(f"source lacks the step norms {missing}: sample with numpyro_slt.SGLD "
+                         "of this version (it records drift_norm, localization_norm and "
+                         "noise_norm)")
+    chains = _names(stats, "chain")
+    draws = stats.coords["draw"].values if "draw" in stats.coords else np.arange(
+        stats.sizes["draw"])
+    fig = Figure(figsize=(11.0, 3.2), layout="constrained")
+    axes = _grid(fig, len(_STEP_NORMS), len(_STEP_NORMS))
+    for ax, (name, label) in zip(axes, _STEP_NORMS, strict=True):
+        values = np.asarray(stats[name].transpose("chain", "draw", ...), dtype=float)
+        for j in range(len(chains)):
+            ax.plot(draws, values[j], lw=0.7, color=_TAB10[j % 10], label=f"chain {chains[j]}")
+        finite = values[np.isfinite(values)]
+        if finite.size and np.all(finite > 0):
+            ax.set_yscale("log")
+        median = float(np.median(finite)) if finite.size else float("nan")
+        ax.set_title(f"{label}\nmedian {_format_stat(median, '.3g')}", fontsize=9,
+                     parse_math=False)
+        ax.set_xlabel("draw", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("norm", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(chains), 8),
                fontsize=8, frameon=False)

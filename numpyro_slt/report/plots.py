@@ -1,4 +1,5 @@
-"""Figures for the report: SGLD loss traces, LLC bars, response heatmaps, PCA panels, top tokens.
+"""Figures for the report: SGLD loss traces and step norms, LLC bars, response heatmaps, PCA
+panels, top tokens.
 
 Every function takes xarray inputs with named dims, writes one PNG at ``path`` (parent folders are
 created; the file is replaced atomically) and returns its :class:`~pathlib.Path`. Figures are built
@@ -12,12 +13,13 @@ response matrix itself) and :mod:`.pca_plots` (its PCA); this module gathers the
 
 from __future__ import annotations
 
-from .chain_plots import plot_llc, plot_loss_traces
+from .chain_plots import plot_llc, plot_loss_traces, plot_step_norms
 from .pca_plots import plot_explained_variance, plot_pca_loadings, plot_token_scores
 from .response_plots import plot_response_heatmap, plot_top_tokens
 
 __all__ = [
     "plot_loss_traces",
+    "plot_step_norms",
     "plot_llc",
     "plot_response_heatmap",
     "plot_pca_loadings",
