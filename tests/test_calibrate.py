@@ -127,7 +127,7 @@ def test_sweep_chains_are_the_chains_of_sgld(cal, data, model, center):
 
 def test_str_summarises_the_table_and_the_recommendation(cal):
     text = str(cal)
-    assert "step_size" in text and "verdict" in text
+    assert "step_size" in text and "rejected by" in text and "φ ess" in text
     assert "<- recommended" in text
     assert f"recommended: step_size={cal.recommended['step_size']:.4g}" in text
     assert text.count("\n") >= len(STEP_SIZES)
@@ -139,8 +139,8 @@ def test_plot_writes_a_png(cal, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size < 200_000
     assert fig.axes and fig.axes[0].get_xscale() == "log"
-    labels = {t.get_text() for t in fig.axes[0].texts}
-    assert "diverged" in labels and "mala" in labels
+    labels = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "diverged" in labels and "mala" in labels and "unstable" in labels
 
 
 def test_sweep_round_trips_through_netcdf(cal, tmp_path):
@@ -372,3 +372,37 @@ def test_recommended_setting_recovers_the_known_llc(case):
     cal = slt.calibrate(model, center, *args)
     assert cal.recommended is not None, str(cal)
     assert float(cal.best.llc_mean) == pytest.approx(expected, rel=0.10), str(cal)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_rejects_bad_grids_and_outputs(tmp_path, capsys):
+    from numpyro_slt.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--step-sizes", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a positive number" in capsys.readouterr().err
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert main(["calibrate", "--out", str(not_a_folder)]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_calibrates_a_head_of_the_default_model(tmp_path, capsys):
+    from numpyro_slt.cli import main
+
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--quick", "--component", "1:3", "--out", str(out),
+                 "--step-sizes", "2.5e-4", "1.25e-4"]) == 0
+    text = capsys.readouterr().out
+    assert "rejected by" in text and "wrote" in text
+    assert ("recommended: step_size=" in text) == (out / "study_config.json").is_file()
+    assert (out / "calibration.png").read_bytes()[:4] == b"\x89PNG"
+    sweep = xr.open_dataset(out / "calibration.nc", engine="h5netcdf")
+    assert dict(sweep.sizes) == {"step_size": 2, "nbeta": 1, "gamma": 1, "chain": 2}
+    assert sweep.attrs["component"] == "1:3" and sweep.attrs["control_variate"] == 0
+    assert sweep.nbeta.item() == StudyConfig.quick().nbeta
+    sweep.close()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .criteria import ADVICE, Criteria, judged_sweep
+from .criteria import Criteria, judged_sweep
 
 __all__ = ["Calibration"]
 
@@ -40,7 +40,7 @@ class Calibration:
 
     recommended: dict[str, float] | None
     reasons: list[str]
-    sweep: xr.Dataset
+    sweep: xr.Dataset = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
     runs: Any = field(default=None, repr=False)
     criteria: Any = None
@@ -96,7 +96,8 @@ class Calibration:
     def __str__(self) -> str:
         s = self.sweep
         lines = [f"{'step_size':>10} {'nbeta':>9} {'gamma':>9} {'llc':>9} {'± se':>8} "
-                 f"{'mala':>6} {'rhat':>6} {'ess':>6} {'drift':>6}  verdict"]
+                 f"{'mala':>6} {'rhat':>6} {'ess':>6} {'φ rhat':>6} {'φ ess':>6} {'drift':>6}"
+                 "  rejected by"]
         for eps in s.step_size.values[::-1]:
             for nbeta in s.nbeta.values:
                 for gamma in s.gamma.values:
@@ -109,7 +110,8 @@ class Calibration:
                         f"{eps:>10.3g} {nbeta:>9.4g} {gamma:>9.4g} "
                         f"{_fmt(row.llc_mean, '.4g'):>9} {_fmt(row.llc_se, '.2g'):>8} "
                         f"{_fmt(row.mala_accept, '.3f'):>6} {_fmt(row.rhat, '.3f'):>6} "
-                        f"{_fmt(row.ess, '.0f'):>6} {_fmt(row.drift_z, '+.1f'):>6}  "
+                        f"{_fmt(row.ess, '.0f'):>6} {_fmt(row.observable_rhat, '.3f'):>6} "
+                        f"{_fmt(row.observable_ess, '.0f'):>6} {_fmt(row.drift_z, '+.1f'):>6}  "
                         f"{row.rejected_by.item() or 'ok'}{mark}")
         if self.recommended is not None:
             r = self.recommended
@@ -124,8 +126,3 @@ class Calibration:
 def _fmt(value: Any, spec: str) -> str:
     value = float(value)
     return "n/a" if not np.isfinite(value) else format(value, spec)
-
-
-def describe_rejections() -> str:
-    """One line per rejection code with its meaning (the legend of the table and the plot)."""
-    return "\n".join(f"{code}: {text}" for code, text in ADVICE.items())

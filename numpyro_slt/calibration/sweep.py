@@ -117,9 +117,10 @@ def _check_plain(model: Callable, model_args: tuple, model_kwargs: dict) -> None
 def top_curvature(target: SweepTarget, model_args: tuple, model_kwargs: dict,
                   iterations: int = 30) -> float:
     """h_max, the largest |eigenvalue| of the Hessian of L_B at u* on one fixed minibatch (the
-    plates' first B items), by power iteration on Hessian-vector products."""
+    evaluation batch E of :func:`evaluation_indices`), by power iteration on Hessian-vector
+    products."""
     info, reference = target.info, target.reference
-    indices = {name: jnp.arange(batch) for name, (_, batch) in info.subsampled_plates.items()}
+    indices = evaluation_indices(info.subsampled_plates)
     flat, unravel = ravel_pytree(reference)
 
     @eqx.filter_jit
@@ -139,7 +140,7 @@ def top_curvature(target: SweepTarget, model_args: tuple, model_kwargs: dict,
         start = jnp.ones_like(flat) / jnp.sqrt(flat.size)
         return jax.lax.fori_loop(0, iterations, body, (start, jnp.zeros((), flat.dtype)))[1]
 
-    return float(power(flat, model_args, model_kwargs))
+    return float(power(flat, *_model.as_jax_arrays((model_args, model_kwargs))))
 
 
 def evaluation_indices(plates: dict[str, tuple[int, int]]) -> dict[str, jnp.ndarray]:

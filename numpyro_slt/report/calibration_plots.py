@@ -26,10 +26,10 @@ def plot_calibration(sweep: xr.Dataset, recommended: Mapping[str, float] | None 
                      path: str | os.PathLike | None = None, *,
                      reference: float | None = None, title: str | None = None) -> Figure:
     """λ̂ ± one standard error against ε (log axis): one panel per (γ, nβ), rows γ, columns nβ.
-    Each rejected ε is shaded in the colour of the first criterion it fails, with that
-    criterion's name; the recommended setting is a star. ``reference`` (a known λ) is drawn as
-    a dashed line. Saves a PNG at ``path`` when given; returns the Figure."""
-    for name in ("llc_mean", "llc_se", "verdict"):
+    Each rejected ε is shaded in the colour of the first criterion it fails and labelled with
+    every criterion it fails; the recommended setting is a star. ``reference`` (a known λ) is
+    drawn as a dashed line. Saves a PNG at ``path`` when given; returns the Figure."""
+    for name in ("llc_mean", "llc_se", "verdict", "rejected_by"):
         if name not in sweep:
             raise ValueError(f"sweep must be the sweep of a Calibration (it lacks {name!r})")
     eps = np.asarray(sweep.step_size.values, dtype=float)
@@ -45,14 +45,15 @@ def plot_calibration(sweep: xr.Dataset, recommended: Mapping[str, float] | None 
             ax = axes[row, col]
             cell = sweep.sel(nbeta=nbeta, gamma=gamma)
             verdicts = [str(v) for v in cell.verdict.values]
+            rejected = [str(v) for v in cell.rejected_by.values]
             for i, verdict in enumerate(verdicts):
                 if verdict == "ok":
                     continue
                 colour = REJECTION_COLOURS.get(verdict, "#c7c7c7")
                 used.append(verdict)
                 ax.axvspan(edges[i], edges[i + 1], color=colour, alpha=0.22, lw=0)
-                ax.text(eps[i], high, verdict, rotation=90, ha="center", va="top",
-                        fontsize=6.5, color=colour, parse_math=False)
+                ax.text(eps[i], high, rejected[i].replace(",", "\n"), ha="center", va="top",
+                        fontsize=6, color="#333333", parse_math=False, linespacing=0.95)
             llc = np.asarray(cell.llc_mean.values, dtype=float)
             se = np.asarray(cell.llc_se.values, dtype=float)
             ok = np.array([v == "ok" for v in verdicts])
