@@ -45,6 +45,7 @@ import xarray as xr
 from .._arviz import stats_dataset
 from .._validate import fraction, positive_number
 from ..diagnostics import ess_rhat
+from ..estimators.llc import llc
 from ..report.chain_health import check_chains
 
 __all__ = ["Criteria", "CRITERIA", "ADVICE", "judge_setting", "stability", "recommend",
@@ -142,8 +143,9 @@ def judge_setting(stats: xr.Dataset, num_params: int, criteria: Criteria) -> dic
     figures["escape"] = float(np.max(escape))
     observable = np.asarray(stats["observable"], dtype=float)[chains]
     figures["observable_ess"], figures["observable_rhat"] = ess_rhat(observable)
-    excess = _window_means(stats)[chains]
-    figures["dip_fraction"] = float(np.mean(excess < 0.0))
+    # the draws' window-mean losses (since the previous draw) against L_n(w*), usable chains
+    trace = llc(stats, on_divergence="drop").llc_trace.values
+    figures["dip_fraction"] = float(np.mean(trace < 0.0))
 
     if used < num_chains or np.any(per_chain > criteria.explode_ratio * num_params / 2):
         failed.append("diverged")
@@ -163,17 +165,6 @@ def judge_setting(stats: xr.Dataset, num_params: int, criteria: Criteria) -> dic
     if report.llc_se_source == "the spread between chains":
         failed.append("precision")
     return {**figures, "failed": failed}
-
-
-def _window_means(stats: xr.Dataset) -> np.ndarray:
-    """The mean excess loss over the steps since the previous kept draw, [chain, draw]."""
-    mean = np.asarray(stats["mean_excess_loss"], dtype=float)
-    count = np.asarray(stats["mean_count"], dtype=float)
-    total = mean * count
-    previous = np.concatenate([np.zeros_like(total[:, :1]), total[:, :-1]], axis=1)
-    previous_count = np.concatenate([np.zeros_like(count[:, :1]), count[:, :-1]], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (total - previous) / (count - previous_count)
 
 
 def stability(llc: np.ndarray, se: np.ndarray, step_sizes: np.ndarray, z_max: float
