@@ -3,10 +3,14 @@
 The fast tests share one sweep of a linear regression (n = 2,000, d = 3, minibatch 200) over a
 factor-2 grid of step sizes from 0.016 (diverges) down to 1.6e-5 (does not mix), plus two small
 sweeps that must fail for other reasons (a center off the minimum; a flat direction with almost no
-localization). The slow tests check the acceptance criterion of issue 16: with the default grids,
-the recommended setting's λ̂ is within 10% of the known learning coefficient.
+localization), synthetic chains for the criteria a small model does not fail on its own, and the
+command line on a head of the default model. The slow tests check the acceptance criterion of
+issue 16: with the default grids, the recommended setting's λ̂ is within 10% of the known learning
+coefficient (8–18 s each on a quiet 2-core machine).
 """
 
+import logging
+import re
 from functools import partial
 
 import jax
@@ -61,10 +65,34 @@ def center(data):
     return {"w": least_squares(*data)}
 
 
+class _Compilations(logging.Handler):
+    """Collects JAX's log lines of finished XLA compilations."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names = []
+
+    def emit(self, record):
+        match = re.search(r"Finished XLA compilation of (\S+)", record.getMessage())
+        if match:
+            self.names.append(match.group(1))
+
+
 @pytest.fixture(scope="module")
-def cal(data, model, center):
-    return slt.calibrate(model, center, *data, step_sizes=STEP_SIZES, nbetas=[NBETA],
-                         gammas=[GAMMA], **BUDGET)
+def compiled():
+    return _Compilations()
+
+
+@pytest.fixture(scope="module")
+def cal(data, model, center, compiled):
+    logger = logging.getLogger("jax")
+    logger.addHandler(compiled)
+    try:
+        with jax.log_compiles():
+            return slt.calibrate(model, center, *data, step_sizes=STEP_SIZES, nbetas=[NBETA],
+                                 gammas=[GAMMA], **BUDGET)
+    finally:
+        logger.removeHandler(compiled)
 
 
 def _row(cal, step_size):
@@ -97,6 +125,13 @@ def test_result_structure(cal):
     assert sweep.attrs["num_samples"] == BUDGET["num_samples"]
     assert sweep.attrs["mala_min"] == 0.9 and sweep.attrs["stability_z"] == 2.0
     assert cal.seconds["sweep"] > 0 and cal.seconds["judge"] > 0
+
+
+def test_the_sweep_is_one_compiled_program(cal, compiled):
+    """All 11 settings × 2 chains, burn-in and draws, run as one program (the other
+    compilations are L_n(w*) and small eager operations, none of them per setting)."""
+    assert compiled.names.count("jit(program)") == 1, compiled.names
+    assert len(compiled.names) < 40, compiled.names
 
 
 def test_recommendation_is_the_largest_passing_step(cal):
@@ -390,8 +425,8 @@ def test_cli_rejects_bad_grids_and_outputs(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_cli_calibrates_a_head_of_the_default_model(tmp_path, capsys):
+    """Two step sizes at the quick study's budget (13 s on a quiet 2-core machine)."""
     from numpyro_slt.cli import main
 
     out = tmp_path / "cal"
