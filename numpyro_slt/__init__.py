@@ -1,10 +1,11 @@
 """numpyro-slt: singular learning theory for NumPyro.
 
 Turn a model into a localized, tempered posterior (:func:`temper`, :func:`localize`,
-:func:`restrict`), sample it with the :class:`SGLD` kernel inside ``numpyro.infer.MCMC`` (or in
-resumable segments with :func:`sample_checkpointed`), check the chains with
-:func:`check_chains`, and estimate the local learning coefficient with :func:`llc`, WBIC with
-:func:`wbic` and susceptibilities with :func:`susceptibilities`.
+:func:`restrict`), choose the sampler's settings with :func:`calibrate`, sample it with the
+:class:`SGLD` kernel inside ``numpyro.infer.MCMC`` (or in resumable segments with
+:func:`sample_checkpointed`), check the chains with :func:`check_chains`, and estimate the local
+learning coefficient with :func:`llc`, WBIC with :func:`wbic` and susceptibilities with
+:func:`susceptibilities`.
 
 The language-model side lives in :mod:`numpyro_slt.nn` (networks, restricted posteriors,
 observables), :mod:`numpyro_slt.data` (corpora, tokenizer, probes) and :mod:`numpyro_slt.study`;
@@ -12,6 +13,7 @@ compilation helpers in :mod:`numpyro_slt.utils`. None of them is imported here, 
 ``import numpyro_slt`` loads neither matplotlib, tokenizers nor datasets.
 """
 
+from .calibration import Calibration, calibrate
 from .center import find_center
 from .checkpoint import CheckpointedRun, sample_checkpointed
 from .estimators.llc import estimate_llc, llc
@@ -27,4 +29,4 @@ __version__ = "0.1.0"
 __all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict",
            "llc", "estimate_llc", "wbic", "sample_checkpointed", "CheckpointedRun", "check_chains",
            "ChainReport", "susceptibilities", "response_matrix", "response_pca", "per_layer_pca",
-           "find_center"]
+           "find_center", "calibrate", "Calibration"]

@@ -2,6 +2,10 @@
 
 ``numpyro-slt study``  runs the susceptibility study on a model folder (default: the embedded
                        default) and writes the report folder (see :mod:`numpyro_slt.report`).
+``numpyro-slt calibrate``  sweeps SGLD's step size, nβ and γ for one component of a model (the
+                       study's restricted posterior and data) in one vectorized run, writes the
+                       judged sweep (netCDF), its plot (PNG) and a study config with the
+                       recommended setting, and prints the recommendation.
 ``numpyro-slt train``  trains a model with the default recipe (or a recipe JSON) and writes a
                        model folder; ``make model`` uses it to rebuild the shipped default.
 
@@ -39,6 +43,26 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -90,6 +114,32 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--context-length", type=_positive, default=None, metavar="N",
                        help="tokens per window, at most the model's context (default: the "
                             "model's context)")
+
+    calibrate = sub.add_parser(
+        "calibrate", help="sweep step size x nbeta x gamma for one component; recommend one")
+    calibrate.add_argument("--model", default=None,
+                           help="a model folder, a Hugging Face folder or a Hub repository id, "
+                                "as for study (default: the embedded default model)")
+    calibrate.add_argument("--revision", default=None, help="Hub revision of --model")
+    calibrate.add_argument("--component", default="1:6",
+                           help="the component whose restricted posterior is calibrated "
+                                "(default: 1:6)")
+    calibrate.add_argument("--out", default="calibration",
+                           help="output folder (default: ./calibration)")
+    calibrate.add_argument("--quick", action="store_true",
+                           help="the quick study's budget and a smaller grid (a first look)")
+    calibrate.add_argument("--config", default=None,
+                           help="JSON file of StudyConfig fields: the budget, data and centre "
+                                "settings of the study to calibrate for")
+    calibrate.add_argument("--step-sizes", nargs="+", type=_positive_float, default=None,
+                           metavar="EPS", help="the step-size grid (default: the study's step "
+                                               "size times 4, 2, 1, 1/2, 1/4, 1/8)")
+    calibrate.add_argument("--nbetas", nargs="+", type=_positive_float, default=None,
+                           metavar="NBETA", help="the nbeta grid (default: the study's nbeta "
+                                                 "times 1/2, 1, 2; --quick: the study's)")
+    calibrate.add_argument("--gammas", nargs="+", type=_nonnegative_float, default=None,
+                           metavar="GAMMA", help="the gamma grid (default: the study's gamma)")
+    calibrate.add_argument("--seed", type=int, default=None)
 
     train = sub.add_parser("train", help="train a model with the default recipe")
     train.add_argument("--out", default="model", help="model folder to write (default: ./model)")
@@ -185,6 +235,55 @@ def _study(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from .calibration import calibrate
+    from .nn import restricted_posterior
+    from .study import StudyConfig
+    from .study.data import study_data
+    from .utils import compilation_cache_for_run
+
+    overrides = {} if args.config is None else _read_json(args.config, "config")
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    config = StudyConfig.quick(**overrides) if args.quick else StudyConfig.from_dict(overrides)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder.")
+    factors = (2.0, 1.0, 0.5, 0.25) if args.quick else (4.0, 2.0, 1.0, 0.5, 0.25, 0.125)
+    step_sizes = args.step_sizes or [config.step_size * f for f in factors]
+    nbetas = args.nbetas or ([config.nbeta] if args.quick
+                             else [config.nbeta / 2, config.nbeta, 2 * config.nbeta])
+    gammas = args.gammas or [config.gamma]
+    network, tokenizer = _load_model(args.model, args.revision)
+    t0 = time.perf_counter()
+    data = study_data(network, tokenizer, config)
+    posterior = restricted_posterior(network, args.component, data["sampling"],
+                                     config.batch_size, fast_path=config.fast_path)
+    # the study's own kernel and budget: plain SGLD (no control variate), its chains and draws
+    with compilation_cache_for_run():
+        result = calibrate(posterior.model, posterior.center, *posterior.model_args,
+                           step_sizes=step_sizes, nbetas=nbetas, gammas=gammas,
+                           num_chains=config.num_chains, num_warmup=config.num_warmup,
+                           num_samples=config.num_draws * config.thinning,
+                           thinning=config.thinning, control_variate=False, seed=config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    result.sweep.attrs["component"] = posterior.component
+    result.to_netcdf(out / "calibration.nc")
+    result.plot(out / "calibration.png",
+                title=f"Calibration of {posterior.component}: λ̂ against the step size")
+    print(result)
+    print(f"wrote {out / 'calibration.nc'} and {out / 'calibration.png'} in "
+          f"{time.perf_counter() - t0:.0f} s (sweep {result.seconds['sweep']:.0f} s)")
+    if result.recommended is not None:
+        calibrated = StudyConfig.from_calibration(result, **overrides)
+        settings = {k: v for k, v in calibrated.to_dict().items()
+                    if k in result.recommended or k in overrides}
+        (out / "study_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        print(f"study with it: numpyro-slt study {'--quick ' if args.quick else ''}"
+              f"--config {out / 'study_config.json'}")
+    return 0
+
+
 def _train(args) -> int:
     from .nn.default import DefaultRecipe, build_default
 
@@ -208,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return {"study": _study, "train": _train}[args.command](args)
+        return {"study": _study, "calibrate": _calibrate, "train": _train}[args.command](args)
     except KeyboardInterrupt:
         print(f"numpyro-slt {args.command}: interrupted; rerun the same command with --resume to "
               "continue.", file=sys.stderr)

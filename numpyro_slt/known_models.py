@@ -18,8 +18,11 @@ __all__ = [
     "crossing_model",
     "least_squares",
     "linear_model",
+    "logistic_mle",
+    "logistic_model",
     "make_crossing_data",
     "make_linear_data",
+    "make_logistic_data",
     "make_rrr_data",
     "orthogonalize_noise",
     "rrr_model",
@@ -51,6 +54,38 @@ def linear_model(x, y, batch_size: int | None = None):
     w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([d]).to_event(1))
     with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
         numpyro.sample("y", dist.Normal(x[idx] @ w, 1.0), obs=y[idx])
+
+
+def make_logistic_data(n: int = 20_000, d: int = 6, seed: int = 0):
+    """x ~ N(0, I_d), y ~ Bernoulli(σ(x·w0)) with w0 ~ N(0, I_d / 2). Returns (x, y) as float32
+    arrays."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    w0 = rng.normal(size=d) / np.sqrt(2.0)
+    y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-x @ w0))).astype(np.float32)
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y)
+
+
+def logistic_mle(x, y, iterations: int = 50) -> jnp.ndarray:
+    """The maximum-likelihood weights of a logistic regression (Newton's method in float64): the
+    exact minimizer of L_n, where λ̂(w*) has no bias from a non-zero gradient."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x, x.T @ (y - p))
+        w += step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    return jnp.asarray(w, jnp.float32)
+
+
+def logistic_model(x, y, batch_size: int | None = None):
+    """Logistic regression y ~ Bernoulli(σ(x·w)), a regular model: λ = d/2."""
+    d = x.shape[1]
+    w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([d]).to_event(1))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+        numpyro.sample("y", dist.Bernoulli(logits=x[idx] @ w), obs=y[idx])
 
 
 def make_rrr_data(m: int, n_out: int, h: int, r: int, n: int = 20_000, seed: int = 0):

@@ -123,6 +123,26 @@ class StudyConfig:
         settings.update(overrides)
         return cls(**settings)
 
+    @classmethod
+    def from_calibration(cls, calibration: Any, *, quick: bool = False,
+                         **overrides: Any) -> StudyConfig:
+        """The settings with the step size, nβ and γ that :func:`numpyro_slt.calibrate`
+        recommends (``calibration`` is the :class:`~numpyro_slt.Calibration` or its
+        ``recommended`` dict); ``quick=True`` starts from :meth:`quick`, and ``overrides`` set
+        other fields. Same as ``StudyConfig(**calibration.recommended)``, with a clear error when
+        the calibration recommends nothing."""
+        recommended = getattr(calibration, "recommended", calibration)
+        if recommended is None:
+            raise ValueError("the calibration recommends no setting: every setting of its sweep "
+                             "failed a criterion; read its reasons (print(calibration)) and "
+                             "calibrate again with what they suggest.")
+        keys = {"step_size", "nbeta", "gamma"}
+        if not isinstance(recommended, dict) or set(recommended) != keys:
+            raise ValueError("calibration must be a numpyro_slt.Calibration or its recommended "
+                             f"dict with the keys {sorted(keys)}, got {recommended!r}.")
+        settings = {**{k: float(v) for k, v in recommended.items()}, **overrides}
+        return cls.quick(**settings) if quick else cls(**settings)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["components"] = None if self.components is None else list(self.components)
