@@ -309,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"study": _study, "calibrate": _calibrate, "train": _train}[args.command](args)
     except KeyboardInterrupt:
-        print(f"numpyro-slt {args.command}: interrupted; rerun the same command with --resume to "
-              "continue.", file=sys.stderr)
+        hint = {"study": "rerun the same command with --resume to continue",
+                "train": "rerun the same command (same --work) to resume from its checkpoints"
+                }.get(args.command, "rerun the same command to start it again")
+        print(f"numpyro-slt {args.command}: interrupted; {hint}.", file=sys.stderr)
         return 130
     except Exception as err:  # one line unless --debug
         if args.debug:
