@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from ._validate import nonnegative_number, positive_int, positive_number
 
 __all__ = ["main"]
 
@@ -36,34 +37,22 @@ def _read_json(path: str, what: str) -> dict:
         raise ValueError(f"--{what}: {path} is not valid JSON ({err}).") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument_type(check, convert, what: str):
+    """An argparse ``type=``: ``convert`` the text, then apply the package's ``check``
+    (:mod:`numpyro_slt._validate`); either failing is an argparse error saying what was expected."""
+
+    def parse(text: str):
+        try:
+            return check("value", convert(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_positive = _argument_type(positive_int, int, "a positive integer")
+_positive_float = _argument_type(positive_number, float, "a positive number")
+_nonnegative_float = _argument_type(nonnegative_number, float, "a number >= 0")
 
 
 def _probe(text: str) -> tuple[str, str]:
@@ -155,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load_model(model: str | None, revision: str | None):
     """(network, tokenizer) of ``--model``: the embedded default, a model folder of this library
     (it has ``model.json``), a Hugging Face folder (it has ``config.json``) or a Hub repository
-    id ``owner/name`` (:func:`numpyro_slt.nn.from_pretrained`)."""
+    id (:func:`numpyro_slt.nn.from_pretrained`)."""
     from .nn import from_pretrained
     from .nn.default import META_FILE, load_default, load_model
 
@@ -167,20 +156,18 @@ def _load_model(model: str | None, revision: str | None):
                              "this library.")
         loaded = load_default() if folder is None else load_model(folder)
         return loaded.network, loaded.tokenizer
-    if not (folder / "config.json").is_file() and (folder.exists()
-                                                   or not _HUB_ID.match(model)):
-        raise FileNotFoundError(
-            f"--model {model}: not a model folder of this library (no {META_FILE}) nor a "
-            "Hugging Face folder (no config.json), and not a Hub repository id 'owner/name'.")
-    network, tokenizer = from_pretrained(model, revision=revision)
+    not_ours = f"--model {model}: not a model folder of this library (no {META_FILE})"
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{not_ours} nor a Hugging Face folder (no config.json).")
+    try:  # from_pretrained tells a folder from a Hub repository id
+        network, tokenizer = from_pretrained(model, revision=revision)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{not_ours}; {err}") from None
     if tokenizer is None:
         raise ValueError(f"--model {model} has no tokenizer.json: the study tokenizes its data "
                          "and labels its tokens with the model's tokenizer; save it into the "
                          "folder (tokenizer.save_pretrained(folder)).")
     return network, tokenizer
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _study(args) -> int:
