@@ -471,31 +471,30 @@ def _neox_arrays(c: dict[str, Any], weights: Mapping[str, Any], source: str
 def _load_weights(folder: Path) -> dict[str, np.ndarray]:
     """The folder's state dict: ``model.safetensors``, a sharded ``model.safetensors.index.json``,
     other ``*.safetensors`` files, or (only when torch is installed) ``pytorch_model.bin``."""
+    files, read = _weight_files(folder)
+    weights: dict[str, np.ndarray] = {}
+    for path in files:
+        weights.update(read(path))
+    return weights
+
+
+def _weight_files(folder: Path):
+    """(files, reader) of the folder's weights, in the order of :func:`_load_weights`."""
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     if single.is_file():
-        return load_safetensors(single)
+        return [single], load_safetensors
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        weights: dict[str, np.ndarray] = {}
-        for name in sorted(set(weight_map.values())):
-            shard = folder / name
-            if not shard.is_file():
+        names = sorted(set(weight_map.values()))
+        for name in names:
+            if not (folder / name).is_file():
                 raise ValueError(f"{index} names the shard {name!r}, which is not in {folder}.")
-            weights.update(load_safetensors(shard))
-        return weights
-    files = sorted(folder.glob("*.safetensors"))
-    if files:
-        weights = {}
-        for path in files:
-            weights.update(load_safetensors(path))
-        return weights
-    bins = sorted(folder.glob("pytorch_model*.bin"))
-    if bins:
-        weights = {}
-        for path in bins:
-            weights.update(load_torch_file(path))
-        return weights
+        return [folder / name for name in names], load_safetensors
+    if files := sorted(folder.glob("*.safetensors")):
+        return files, load_safetensors
+    if bins := sorted(folder.glob("pytorch_model*.bin")):
+        return bins, load_torch_file
     raise ValueError(f"{folder} has no model.safetensors (nor a sharded "
                      "model.safetensors.index.json); save the model with "
                      "model.save_pretrained(folder), which writes safetensors.")
