@@ -40,7 +40,7 @@ from .posterior import _batch_size, _latent_sites, _next_token_likelihood
 from .transformer import _next_token_nll
 
 __all__ = ["module_components", "module_sites", "module_at", "module_token_losses",
-           "module_model", "module_observables", "checked_module_tokens"]
+           "module_model", "module_observables", "checked_module_tokens", "module_vocabulary"]
 
 
 def _paths(module: eqx.Module) -> dict[str, Array]:
@@ -131,18 +131,24 @@ def module_token_losses(module: eqx.Module | Callable,
 def checked_module_tokens(name: str, module, tokens, d_vocab: int | None = None) -> np.ndarray:
     """``tokens`` ([sequences, length]) checked as token ids of ``module``: integer, at least
     two per sequence, and within the vocabulary (``d_vocab``, or the width of the module's
-    logits when None) — under ``jit`` an id out of range would silently be clipped."""
+    logits when None, :func:`module_vocabulary`) — under ``jit`` an id out of range would
+    silently be clipped."""
     tokens = np.asarray(tokens)
     if d_vocab is None:
         if tokens.ndim != 2 or tokens.shape[1] < 2:
             token_array(name, tokens, d_vocab=2**31 - 1, n_ctx=2**31 - 1)
-        try:
-            shape = jax.eval_shape(module, jnp.asarray(tokens[0, :-1])).shape
-        except Exception as err:
-            raise ValueError(f"could not infer the module's vocabulary from its logits ({err}); "
-                             "pass d_vocab=.") from None
-        d_vocab = int(shape[-1])
+        d_vocab = module_vocabulary(module, tokens[0, :-1])
     return token_array(name, tokens, d_vocab=d_vocab, n_ctx=2**31 - 1)
+
+
+def module_vocabulary(module, inputs) -> int:
+    """The width of ``module(inputs)``'s logits (shapes only, nothing is computed)."""
+    try:
+        shape = jax.eval_shape(module, jnp.asarray(inputs)).shape
+    except Exception as err:
+        raise ValueError(f"could not infer the module's vocabulary from its logits ({err}); "
+                         "pass d_vocab=.") from None
+    return int(shape[-1])
 
 
 def module_model(module: eqx.Module, components: Iterable[str] | None = None,
@@ -158,9 +164,13 @@ def module_model(module: eqx.Module, components: Iterable[str] | None = None,
     batch_size = _batch_size(batch_size)
     shapes = {n: v.shape for n, v in module_sites(module, names).items()}
 
+    vocabulary = [d_vocab]  # inferred at the first concrete call, then kept
+
     def model(tokens: Int[Array, "sequences context"]) -> None:
         if not isinstance(tokens, jax.core.Tracer):
-            checked_module_tokens("tokens", module, tokens, d_vocab)
+            checked = checked_module_tokens("tokens", module, tokens, vocabulary[0])
+            if vocabulary[0] is None:
+                vocabulary[0] = module_vocabulary(module, checked[0, :-1])
         current = module_at(module, _latent_sites(shapes, prior_scale))
         _next_token_likelihood(
             tokens, batch_size,
@@ -187,7 +197,10 @@ def module_observables(module: eqx.Module, draws: Mapping[str, Any],
         raise ValueError(f"draws hold none of the module's paths; got {sorted(draws)}.")
     stacked = {n: jnp.asarray(draws[n]) for n in names}
     chains, count = stacked[names[0]].shape[:2]
-    eval_tokens = jnp.asarray(checked_module_tokens("eval_tokens", module, eval_tokens, d_vocab))
+    eval_tokens = checked_module_tokens("eval_tokens", module, eval_tokens, d_vocab)
+    if d_vocab is None:
+        d_vocab = module_vocabulary(module, eval_tokens[0, :-1])
+    eval_tokens = jnp.asarray(eval_tokens)
     probe_arrays = [jnp.asarray(checked_module_tokens(f"probes[{k!r}]", module, v, d_vocab))
                     for k, v in probes.items()]
 
