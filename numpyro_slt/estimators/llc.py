@@ -229,7 +229,8 @@ def estimate_llc(
     :param burn_in: kept draws :func:`llc` discards on top of ``num_warmup``.
     :param on_divergence: what :func:`llc` does with a diverged chain (``"raise"`` or ``"drop"``).
     :param seed: the seed of ``jax.random.PRNGKey`` for ``MCMC.run``.
-    :return: the Dataset of :func:`llc`, with the run's settings in ``attrs``.
+    :return: the Dataset of :func:`llc`, with the run's settings in ``attrs`` (plain numbers and
+        strings, so that it writes to netCDF; ``restrict_to`` as "a, b" or "all").
     """
     from numpyro.infer import MCMC
 
@@ -265,7 +266,7 @@ def estimate_llc(
     result.attrs.update(gamma=float(gamma), step_size=float(step_size), num_chains=num_chains,
                         num_samples=num_samples, num_warmup=num_warmup, thinning=thinning,
                         seed=seed, control_variate=int(control_variate), kernel=name,
-                        restrict_to=list(restrict_to) if restrict_to is not None else "all",
+                        restrict_to=", ".join(restrict_to) if restrict_to is not None else "all",
                         init_loss_batches=(init_loss_batches if init_loss_batches is not None
                                            else "full data"))
     return result
