@@ -40,7 +40,7 @@ def test_squared_error_losses_give_the_gaussian_models_draws_and_llc(data):
     """ℓ = ½(y − x·w)² is the Gaussian NLL (σ = 1) minus ½·log 2π: the same posterior at the
     same nβ. The mean squared error (y − x·w)² is twice that, so it needs nβ / 2 (the
     F.mse_loss trap of docs/devinterp.md); per batch (mean over the minibatch) it is the same
-    model again. All three runs reproduce the Gaussian model's draws and its λ̂."""
+    model again. Both loss models reproduce the Gaussian model's draws and its λ̂."""
     x, y, w = data
     reference = _run(partial(linear_model, batch_size=BATCH), NBETA, {"w": w}, x, y)
     half_squared = slt.loss_model(lambda p, s: 0.5 * (s[1] - s[0] @ p["w"]) ** 2, {"w": w},
