@@ -68,19 +68,29 @@ def test_temper_explicit_n_and_several_sites():
 
     tr = _trace(slt.temper(two_sites, 4.0, n=40))
     assert tr["ya"]["scale"] == pytest.approx(0.1) and tr["yb"]["scale"] == pytest.approx(0.1)
-    tr = _trace(slt.temper(two_sites, 4.0))
-    assert tr["ya"]["infer"]["slt_n"] == 10 and tr["yb"]["infer"]["slt_n"] == 30
+    assert tr["ya"]["infer"]["slt_site_n"] == 10 and tr["yb"]["infer"]["slt_site_n"] == 30
+    # without n, sites of different sizes make β = nβ/n ambiguous: an error naming them
+    with pytest.raises(ValueError, match=r"'ya': 10, 'yb': 30.*n=40"):
+        _trace(slt.temper(two_sites, 4.0))
 
 
-def test_factor_sites_are_not_tempered():
+def test_factor_sites_are_refused_unless_declared_prior_or_likelihood():
     def model():
         mu = numpyro.sample("mu", dist.Normal(0, 1))
         numpyro.factor("penalty", -(mu**2))
         numpyro.sample("y", dist.Normal(mu, 1), obs=1.0)
 
-    tr = _trace(slt.temper(model, 3.0))
-    assert "slt_nbeta" not in tr["penalty"]["infer"]
+    with pytest.raises(ValueError, match=r"factor site 'penalty'.*factors=\{'penalty': n_s\}"):
+        _trace(slt.temper(model, 3.0))
+    tr = _trace(slt.temper(model, 3.0, factors="prior"))
+    assert "slt_nbeta" not in tr["penalty"]["infer"] and tr["penalty"].get("scale") is None
     assert tr["y"]["scale"] == pytest.approx(3.0)
+    # a likelihood factor of 1 observation shares the site's n = 1: both scaled by nβ/n = 3
+    tr = _trace(slt.temper(model, 3.0, factors={"penalty": 1}))
+    assert tr["penalty"]["scale"] == pytest.approx(3.0)
+    assert tr["penalty"]["infer"]["slt_factor"] == "likelihood"
+    with pytest.raises(ValueError, match=r"\['typo'\].*not numpyro.factor sites"):
+        _trace(slt.temper(model, 3.0, factors={"penalty": "prior", "typo": 2}))
 
 
 def test_localize_prior_is_gaussian_around_center(linear_data):
@@ -154,6 +164,8 @@ def test_restrict_freezes_other_sites_at_center():
         (lambda: slt.localize(linear_model, {"w": jnp.zeros(5)}, -1.0), "gamma"),
         (lambda: slt.localize(linear_model, {}, 1.0), "center"),
         (lambda: slt.restrict(linear_model, []), "sites"),
+        (lambda: slt.temper(linear_model, 1.0, factors="likelihood"), "factors"),
+        (lambda: slt.temper(linear_model, 1.0, factors={"f": 0}), r"factors\['f'\]"),
     ],
 )
 def test_bad_arguments_name_the_argument(call, match):
