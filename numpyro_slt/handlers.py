@@ -525,8 +525,10 @@ class restrict(_NamesSites):
         block = MaskedPrior(prior, frozen, self._indices[name])
         infer = {"slt_block_of": name}
         if "slt_center" in msg["infer"]:
-            center = msg["infer"]["slt_center"].value
-            infer.update(slt_center=ArrayMark(block.select(center)),
+            # concrete, as localize's center is: the kernel reads it after the trace
+            with jax.ensure_compile_time_eval():
+                center = block.select(msg["infer"]["slt_center"].value)
+            infer.update(slt_center=ArrayMark(center),
                          slt_gamma=msg["infer"]["slt_gamma"])
         free = numpyro.sample(f"{name}.free", block, infer=infer)
         return block.full_value(free)
