@@ -124,6 +124,11 @@ def test_localize_gamma_zero_is_flat(linear_data):
     model = slt.localize(linear_model, {"w": jnp.zeros(5)}, 0.0)
     tr = _trace(handlers.substitute(model, {"w": jnp.ones(5)}), x, y)
     assert float(tr["w"]["fn"].log_prob(jnp.ones(5))) == 0.0
+    # a draw from the flat prior (what reading the model and starting a chain need) is the center
+    center = jnp.linspace(-1.0, 1.0, 5)
+    tr = _trace(slt.localize(linear_model, {"w": center}, 0.0), x, y)
+    assert isinstance(tr["w"]["fn"], slt.handlers.FlatPrior)
+    np.testing.assert_array_equal(tr["w"]["value"], center)
 
 
 def test_transforms_compose_with_numpyro_handlers(linear_data):
@@ -151,6 +156,33 @@ def test_restrict_freezes_other_sites_at_center():
     assert tr["b"]["type"] == "sample"
     explicit = _trace(slt.restrict(model, "b", values={"a": jnp.zeros(3)}))
     assert jnp.all(explicit["a"]["value"] == 0.0)
+
+
+def test_restrict_to_a_mask_samples_the_selected_elements_under_the_conditional_prior():
+    def model():
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([2, 2]).to_event(2))
+        numpyro.sample("y", dist.Normal(w.sum(), 1), obs=0.5)
+
+    center = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+    mask = np.array([[True, False], [False, True]])
+    gamma = 9.0
+    restricted = slt.restrict(slt.localize(model, center, gamma), {"w": mask})
+    free = jnp.array([1.5, 3.0])
+    tr = _trace(handlers.substitute(restricted, {"w.free": free}))
+    assert tr["w.free"]["type"] == "sample" and tr["w"]["type"] == "deterministic"
+    np.testing.assert_array_equal(tr["w"]["value"], [[1.5, 2.0], [3.0, 3.0]])
+    assert tr["w.free"]["infer"]["slt_gamma"] == gamma
+    np.testing.assert_array_equal(tr["w.free"]["infer"]["slt_center"].value, [1.0, 4.0])
+    # U = likelihood + the Gaussian of the 2 free elements (the frozen ones add a constant)
+    energy = potential_energy(restricted, (), {}, {"w.free": free})
+    likelihood = -dist.Normal(1.5 + 2.0 + 3.0 + 3.0, 1).log_prob(0.5)
+    gaussian = 0.5 * gamma * (0.5**2 + 1.0**2) - 2 * 0.5 * jnp.log(gamma / (2 * jnp.pi))
+    frozen = -2 * 0.5 * jnp.log(gamma / (2 * jnp.pi))
+    np.testing.assert_allclose(energy, likelihood + gaussian + frozen, rtol=1e-5)
+    # mixed with a whole site, and the full weight rebuilt from draws
+    assert restricted.full_value("w", jnp.zeros((3, 2)), center["w"]).shape == (3, 2, 2)
+    with pytest.raises(ValueError, match="not a masked site"):
+        slt.restrict(model, {"w": True}).full_value("w", free, center["w"])
 
 
 @pytest.mark.parametrize(
