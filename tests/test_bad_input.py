@@ -90,7 +90,9 @@ def test_init_params_with_wrong_sites(data):
         mcmc.run(jax.random.PRNGKey(0), x, y, init_params={"v": jnp.zeros(3)})
 
 
-def test_untempered_sites_of_different_sizes_ask_for_n():
+def test_tempered_sites_of_different_sizes_ask_for_n():
+    """The plain posterior of sites of different sizes just works (β = 1, n = 40, the total);
+    tempering them needs n (tests/test_model_semantics.py checks the sampled moments)."""
     def two_sites():
         mu = numpyro.sample("mu", dist.Normal(0, 1))
         with numpyro.plate("a", 10):
@@ -99,8 +101,12 @@ def test_untempered_sites_of_different_sizes_ask_for_n():
             numpyro.sample("yb", dist.Normal(mu, 1), obs=jnp.ones(30))
 
     model = slt.localize(two_sites, {"mu": jnp.array(0.0)}, 1.0)
-    with pytest.raises(ValueError, match=r"slt.temper\(model, nbeta, n=\.\.\.\)"):
-        MCMC(slt.SGLD(model, 1e-3), num_warmup=0, num_samples=5,
+    mcmc = MCMC(slt.SGLD(model, 1e-3), num_warmup=0, num_samples=5, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0))
+    assert np.all(mcmc.get_extra_fields()["num_observations"] == 40)
+    tempered = slt.localize(slt.temper(two_sites, 4.0), {"mu": jnp.array(0.0)}, 1.0)
+    with pytest.raises(ValueError, match=r"slt.temper\(model, nbeta, n=40\)"):
+        MCMC(slt.SGLD(tempered, 1e-3), num_warmup=0, num_samples=5,
              progress_bar=False).run(jax.random.PRNGKey(0))
 
 

@@ -68,19 +68,29 @@ def test_temper_explicit_n_and_several_sites():
 
     tr = _trace(slt.temper(two_sites, 4.0, n=40))
     assert tr["ya"]["scale"] == pytest.approx(0.1) and tr["yb"]["scale"] == pytest.approx(0.1)
-    tr = _trace(slt.temper(two_sites, 4.0))
-    assert tr["ya"]["infer"]["slt_n"] == 10 and tr["yb"]["infer"]["slt_n"] == 30
+    assert tr["ya"]["infer"]["slt_site_n"] == 10 and tr["yb"]["infer"]["slt_site_n"] == 30
+    # without n, sites of different sizes make β = nβ/n ambiguous: an error naming them
+    with pytest.raises(ValueError, match=r"'ya': 10, 'yb': 30.*n=40"):
+        _trace(slt.temper(two_sites, 4.0))
 
 
-def test_factor_sites_are_not_tempered():
+def test_factor_sites_are_refused_unless_declared_prior_or_likelihood():
     def model():
         mu = numpyro.sample("mu", dist.Normal(0, 1))
         numpyro.factor("penalty", -(mu**2))
         numpyro.sample("y", dist.Normal(mu, 1), obs=1.0)
 
-    tr = _trace(slt.temper(model, 3.0))
-    assert "slt_nbeta" not in tr["penalty"]["infer"]
+    with pytest.raises(ValueError, match=r"factor site 'penalty'.*factors=\{'penalty': n_s\}"):
+        _trace(slt.temper(model, 3.0))
+    tr = _trace(slt.temper(model, 3.0, factors="prior"))
+    assert "slt_nbeta" not in tr["penalty"]["infer"] and tr["penalty"].get("scale") is None
     assert tr["y"]["scale"] == pytest.approx(3.0)
+    # a likelihood factor of 1 observation shares the site's n = 1: both scaled by nβ/n = 3
+    tr = _trace(slt.temper(model, 3.0, factors={"penalty": 1}))
+    assert tr["penalty"]["scale"] == pytest.approx(3.0)
+    assert tr["penalty"]["infer"]["slt_factor"] == "likelihood"
+    with pytest.raises(ValueError, match=r"\['typo'\].*not numpyro.factor sites"):
+        _trace(slt.temper(model, 3.0, factors={"penalty": "prior", "typo": 2}))
 
 
 def test_localize_prior_is_gaussian_around_center(linear_data):
@@ -114,6 +124,11 @@ def test_localize_gamma_zero_is_flat(linear_data):
     model = slt.localize(linear_model, {"w": jnp.zeros(5)}, 0.0)
     tr = _trace(handlers.substitute(model, {"w": jnp.ones(5)}), x, y)
     assert float(tr["w"]["fn"].log_prob(jnp.ones(5))) == 0.0
+    # a draw from the flat prior (what reading the model and starting a chain need) is the center
+    center = jnp.linspace(-1.0, 1.0, 5)
+    tr = _trace(slt.localize(linear_model, {"w": center}, 0.0), x, y)
+    assert isinstance(tr["w"]["fn"], slt.handlers.FlatPrior)
+    np.testing.assert_array_equal(tr["w"]["value"], center)
 
 
 def test_transforms_compose_with_numpyro_handlers(linear_data):
@@ -143,6 +158,33 @@ def test_restrict_freezes_other_sites_at_center():
     assert jnp.all(explicit["a"]["value"] == 0.0)
 
 
+def test_restrict_to_a_mask_samples_the_selected_elements_under_the_conditional_prior():
+    def model():
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([2, 2]).to_event(2))
+        numpyro.sample("y", dist.Normal(w.sum(), 1), obs=0.5)
+
+    center = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+    mask = np.array([[True, False], [False, True]])
+    gamma = 9.0
+    restricted = slt.restrict(slt.localize(model, center, gamma), {"w": mask})
+    free = jnp.array([1.5, 3.0])
+    tr = _trace(handlers.substitute(restricted, {"w.free": free}))
+    assert tr["w.free"]["type"] == "sample" and tr["w"]["type"] == "deterministic"
+    np.testing.assert_array_equal(tr["w"]["value"], [[1.5, 2.0], [3.0, 3.0]])
+    assert tr["w.free"]["infer"]["slt_gamma"] == gamma
+    np.testing.assert_array_equal(tr["w.free"]["infer"]["slt_center"].value, [1.0, 4.0])
+    # U = likelihood + the Gaussian of the 2 free elements (the frozen ones add a constant)
+    energy = potential_energy(restricted, (), {}, {"w.free": free})
+    likelihood = -dist.Normal(1.5 + 2.0 + 3.0 + 3.0, 1).log_prob(0.5)
+    gaussian = 0.5 * gamma * (0.5**2 + 1.0**2) - 2 * 0.5 * jnp.log(gamma / (2 * jnp.pi))
+    frozen = -2 * 0.5 * jnp.log(gamma / (2 * jnp.pi))
+    np.testing.assert_allclose(energy, likelihood + gaussian + frozen, rtol=1e-5)
+    # mixed with a whole site, and the full weight rebuilt from draws
+    assert restricted.full_value("w", jnp.zeros((3, 2)), center["w"]).shape == (3, 2, 2)
+    with pytest.raises(ValueError, match="not a masked site"):
+        slt.restrict(model, {"w": True}).full_value("w", free, center["w"])
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -154,6 +196,8 @@ def test_restrict_freezes_other_sites_at_center():
         (lambda: slt.localize(linear_model, {"w": jnp.zeros(5)}, -1.0), "gamma"),
         (lambda: slt.localize(linear_model, {}, 1.0), "center"),
         (lambda: slt.restrict(linear_model, []), "sites"),
+        (lambda: slt.temper(linear_model, 1.0, factors="likelihood"), "factors"),
+        (lambda: slt.temper(linear_model, 1.0, factors={"f": 0}), r"factors\['f'\]"),
     ],
 )
 def test_bad_arguments_name_the_argument(call, match):

@@ -2,8 +2,9 @@
 
 Inspection traces the model once, with every subsampled plate given the indices ``0..B-1``, and
 reads the marks left by :mod:`numpyro_slt.handlers`: the likelihood sites and their nβ, the
-latent sites and their localization centers, and the subsampled plates (full size N, minibatch
-size B).
+latent sites and their localization centers, the ``numpyro.deterministic`` sites, and the
+subsampled plates (full size N, minibatch size B). It refuses what SG-MCMC cannot sample: a
+latent site inside a subsampled plate, and a prior that cannot be drawn from.
 
 Evaluation follows NumPyro's ``potential_energy`` but splits the sum into its two parts,
 
@@ -28,7 +29,13 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
-from ..handlers import is_latent_site, is_likelihood_site, temper
+from ..handlers import (
+    is_latent_site,
+    is_likelihood_site,
+    local_latent_message,
+    subsampled_plates_of,
+    temper,
+)
 
 PyTree = Any
 
@@ -67,11 +74,16 @@ class plate_indices(Messenger):
         if msg["name"] in self.indices:
             msg["value"] = self.indices[msg["name"]]
         elif self.fallback == "fixed":
-            msg["value"] = jax.random.choice(
-                jax.random.PRNGKey(0), size, (subsample_size,), replace=False
-            )
+            msg["value"] = fixed_batch(size, subsample_size)
         else:
             msg["value"] = jnp.arange(subsample_size)
+
+
+def fixed_batch(size: int, batch: int) -> jnp.ndarray:
+    """The fixed evaluation batch of a plate (N = ``size``, B = ``batch``): B distinct items drawn
+    once with ``PRNGKey(0)``, what a replayed model (ArviZ, the kept draws' deterministic sites)
+    sees."""
+    return jax.random.choice(jax.random.PRNGKey(0), size, (batch,), replace=False)
 
 
 @dataclass(frozen=True)
@@ -97,9 +109,11 @@ class ModelInfo:
     centers: dict[str, jnp.ndarray] = field(repr=False)  # constrained localization centers
     gamma: dict[str, float]
     subsampled_plates: dict[str, tuple[int, int]]
-    # n, the observations L_n averages over: the count all tempered sites share (``slt_n``),
-    # NaN when they count different numbers (then L_n is a sum of per-site means)
+    # n, the observations L_n averages over: the count all tempered sites share (``slt_n``)
     n: float = float("nan")
+    # the model's numpyro.deterministic sites (not the sites frozen by restrict), kept with the
+    # draws
+    deterministic_sites: tuple[str, ...] = ()
 
     @property
     def localized(self) -> bool:
@@ -109,27 +123,27 @@ class ModelInfo:
 def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> ModelInfo:
     """Trace ``model`` once and collect the facts of :class:`ModelInfo`.
 
-    A model whose observed sites carry no temper marks gets ``temper(model, nbeta=n)``, i.e.
-    β = 1, the ordinary posterior; this needs all its observed sites to count the same n.
+    A model whose observed sites carry no temper marks is the ordinary posterior, β = 1: it
+    gets ``temper(model, nbeta=n, n=n, factors="prior")``, every log-likelihood unscaled
+    (``numpyro.factor`` terms stay as they are). Here n is the count its observed sites share
+    or, when they differ in size, their total Σ_s n_s, so that ``loss`` is the mean negative
+    log-likelihood per observation and nβ·L_n the total.
     """
     trace, plates = _trace(model, model_args, model_kwargs)
     likelihood = [s for s in trace.values() if is_likelihood_site(s)]
     if not likelihood:
         raise ValueError(
             "model has no observed sites: SGLD needs a likelihood, i.e. at least one "
-            "numpyro.sample(..., obs=data) site (numpyro.factor terms are not counted)"
+            "numpyro.sample(..., obs=data) site (or a numpyro.factor site declared a likelihood "
+            "with slt.temper(model, nbeta, factors={name: n_s}))"
         )
     tempered = [s for s in likelihood if "slt_nbeta" in s["infer"]]
     if not tempered:
-        counts = {s["name"]: s["infer"]["slt_n"] for s in _trace(temper(model), model_args,
-                                                                  model_kwargs)[0].values()
-                  if is_likelihood_site(s)}
-        if len(set(counts.values())) != 1:
-            raise ValueError(
-                f"observed sites count different numbers of observations {counts}; wrap the "
-                "model with slt.temper(model, nbeta, n=...) to say what n is"
-            )
-        model = temper(model, nbeta=float(next(iter(counts.values()))))
+        counter = temper(model, 1.0, n=1, factors="prior")
+        counts = [s["infer"]["slt_site_n"] for s in _trace(counter, model_args, model_kwargs)[0]
+                  .values() if is_likelihood_site(s)]
+        n = counts[0] if len(set(counts)) == 1 else sum(counts)
+        model = temper(model, nbeta=float(n), n=n, factors="prior")
         trace, plates = _trace(model, model_args, model_kwargs)
         likelihood = [s for s in trace.values() if is_likelihood_site(s)]
         tempered = likelihood
@@ -143,6 +157,11 @@ def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> Mod
     latent = [s for s in trace.values() if is_latent_site(s)]
     if not latent:
         raise ValueError("model has no latent sites to sample (all frozen or observed)")
+    full_sizes = {name: size for name, (size, _) in plates.items()}
+    for site in latent:
+        subsampled = subsampled_plates_of(site, full_sizes)
+        if subsampled:
+            raise ValueError(local_latent_message(site["name"], subsampled))
     return ModelInfo(
         model=model,
         nbeta=nbetas.pop(),
@@ -154,6 +173,9 @@ def inspect_model(model: Callable, model_args: tuple, model_kwargs: dict) -> Mod
         gamma={s["name"]: s["infer"]["slt_gamma"] for s in latent if "slt_gamma" in s["infer"]},
         subsampled_plates=plates,
         n=float(counts.pop()) if len(counts) == 1 else float("nan"),
+        deterministic_sites=tuple(
+            name for name, s in trace.items()
+            if s["type"] == "deterministic" and not (s.get("infer") or {}).get("slt_frozen")),
     )
 
 
@@ -200,9 +222,37 @@ def _eager_trace(model: Callable, args: tuple, kwargs: dict, rng_key: Any = None
         with jax.ensure_compile_time_eval():
             return _eager_trace(model, args, kwargs, 0)
     indexed = plate_indices(model)
-    seeded = handlers.seed(indexed, rng_seed=rng_key)
-    trace = handlers.trace(seeded).get_trace(*args, **kwargs)
+    watched = _current_site(handlers.seed(indexed, rng_seed=rng_key))
+    try:
+        trace = handlers.trace(watched).get_trace(*args, **kwargs)
+    except NotImplementedError as error:
+        site = watched.current
+        if site is None:
+            raise
+        raise ValueError(
+            f"the prior of latent site {site['name']!r} ({type(site['fn']).__name__}) cannot be "
+            f"sampled (an improper prior such as ImproperUniform), and reading the model's "
+            f"structure draws each prior once. Give {site['name']!r} a proper prior, or "
+            f"localize it: slt.localize(model, center, gamma) (gamma=0 is a flat prior whose "
+            f"draw is the center)"
+        ) from error
     return trace, dict(indexed.plates)
+
+
+class _current_site(Messenger):
+    """Remembers the latent site being drawn (``current``: its message while NumPyro samples
+    it), so that a failed draw can name its site."""
+
+    def __init__(self, fn: Callable | None = None):
+        self.current: dict | None = None
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if is_latent_site(msg) and msg.get("value") is None:
+            self.current = msg
+
+    def postprocess_message(self, msg: dict) -> None:
+        self.current = None
 
 
 def unconstrain(info: ModelInfo, values: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
@@ -213,6 +263,33 @@ def unconstrain(info: ModelInfo, values: Mapping[str, jnp.ndarray]) -> dict[str,
 def constrain(info: ModelInfo, z: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
     """w = T(u) for each latent site."""
     return {k: biject_to(info.supports[k])(z[k]) for k in info.latent_sites}
+
+
+def postprocess(info: ModelInfo, model_args: tuple,
+                model_kwargs: dict) -> Callable[[Mapping[str, jnp.ndarray]], dict]:
+    """What ``MCMC`` keeps of a position z: w = T(u) for each latent site and, as NUTS keeps
+    them, the value of every ``numpyro.deterministic`` site of the model at w.
+
+    The deterministic sites come from replaying the model at w (one forward pass per kept draw,
+    only when the model has such sites), with every subsampled plate on its fixed evaluation
+    batch (:func:`fixed_batch`, the batch ArviZ's replay sees). A deterministic inside a
+    subsampled plate therefore holds B values, those of the same B items at every draw, so its
+    draws can be compared and averaged; it is not a value over the full data. Sites frozen by
+    :func:`~numpyro_slt.restrict` are not kept.
+    """
+    if not info.deterministic_sites:
+        return partial(constrain, info)
+    with jax.ensure_compile_time_eval():
+        batch = {name: fixed_batch(size, b) for name, (size, b) in info.subsampled_plates.items()}
+    model_args, model_kwargs = as_jax_arrays((model_args, model_kwargs))
+
+    def draws(z: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        values = constrain(info, z)
+        replay = handlers.substitute(plate_indices(info.model, indices=batch), data=values)
+        trace = handlers.trace(replay).get_trace(*model_args, **model_kwargs)
+        return {**values, **{name: trace[name]["value"] for name in info.deterministic_sites}}
+
+    return draws
 
 
 def energy_and_loss(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -301,7 +300,7 @@ class SGLD(MCMCKernel):
             info = self._setup(model_args, model_kwargs or {})
         if not self.keep_draws:
             return no_draws
-        return partial(_model.constrain, info)
+        return _model.postprocess(info, model_args, model_kwargs or {})
 
     # -- setup shared by all chains -----------------------------------------------------------
 
