@@ -57,7 +57,8 @@ class _FlatPrior(dist.ImproperUniform):
         raise ValueError(
             f"site {self.site!r} of slt.loss_model has a flat, improper prior and cannot be "
             "sampled as it is: the Gibbs posterior exp(-nbeta * L_n(w)) needs a localization. "
-            "Wrap the model with slt.localize(model, model.center, gamma) (gamma > 0), and use "
+            "Wrap the model with slt.localize(model, model.center, gamma) (gamma = 0 for a flat "
+            "prior that starts at the center), and use "
             "slt.restrict outside it to sample only some sites"
         )
 

@@ -203,7 +203,8 @@ def estimate_llc(
     :param center: the trained parameters w*, a dict keyed by latent site.
     :param model_args: the model's positional arguments (the data); ``model_kwargs`` likewise.
     :param nbeta: nβ; devinterp's default is :func:`default_nbeta` (B / log B of the batch).
-    :param gamma: the localization strength γ > 0 (devinterp's ``localization``).
+    :param gamma: the localization strength γ ≥ 0 (devinterp's ``localization``; 0 is a flat
+        prior).
     :param step_size: ε (devinterp's ``lr``).
     :param num_warmup: burn-in steps (devinterp's ``num_burnin_steps``); their losses do not
         enter λ̂. Defaults to ⌊``warmup_fraction`` · ``num_samples``⌋.
