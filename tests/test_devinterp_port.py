@@ -183,3 +183,29 @@ def test_kernel_and_kernel_options_pass_through_with_the_warmup_share(problem):
 def test_bad_settings_name_the_argument(problem, settings, message):
     with pytest.raises(ValueError, match=message):
         _estimate(problem, **settings)
+
+
+def _half_in_a_factor(x, y):
+    """linear_model's likelihood with its second half of the data written as a factor."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    half = x.shape[0] // 2
+    with numpyro.plate("first", half):
+        numpyro.sample("y", dist.Normal(x[:half] @ w, 1.0), obs=y[:half])
+    numpyro.factor("rest", dist.Normal(x[half:] @ w, 1.0).log_prob(y[half:]).sum())
+
+
+def test_n_and_factors_reach_temper(problem):
+    _, center, (x, y) = problem
+    settings = dict(nbeta=NBETA, gamma=10.0, step_size=1e-3, num_samples=200, num_chains=2,
+                    progress_bar=False, control_variate=False)
+    with pytest.raises(ValueError, match="factor"):
+        slt.estimate_llc(_half_in_a_factor, center, x, y, **settings)
+    result = slt.estimate_llc(_half_in_a_factor, center, x, y, n=N, factors={"rest": N // 2},
+                              **settings)
+    assert np.isfinite(float(result["llc_mean"]))
+    assert float(result["init_loss"]) == pytest.approx(
+        float(np.mean(_gaussian_nll(np.asarray(x), np.asarray(y), np.asarray(center["w"])))),
+        rel=1e-5)

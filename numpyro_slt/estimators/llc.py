@@ -168,6 +168,8 @@ def estimate_llc(
     nbeta: float,
     gamma: float,
     step_size: float,
+    n: int | None = None,
+    factors: Any = None,
     num_samples: int = 1_000,
     num_warmup: int | None = None,
     warmup_fraction: float | None = None,
@@ -206,6 +208,10 @@ def estimate_llc(
     :param gamma: the localization strength γ ≥ 0 (devinterp's ``localization``; 0 is a flat
         prior).
     :param step_size: ε (devinterp's ``lr``).
+    :param n: the number of observations L_n averages over, for :func:`~numpyro_slt.temper`;
+        needed when the observed sites differ in size.
+    :param factors: what the model's ``numpyro.factor`` terms are, for
+        :func:`~numpyro_slt.temper` (``"prior"`` or ``{name: n_s}``).
     :param num_warmup: burn-in steps (devinterp's ``num_burnin_steps``); their losses do not
         enter λ̂. Defaults to ⌊``warmup_fraction`` · ``num_samples``⌋.
     :param warmup_fraction: the burn-in as a share of ``num_samples`` when ``num_warmup`` is not
@@ -248,7 +254,7 @@ def estimate_llc(
                               preconditioner=preconditioner, init_loss=init_loss,
                               init_loss_batches=init_loss_batches,
                               max_excess_loss=max_excess_loss)
-    posterior = localize(temper(model, nbeta), center, gamma)
+    posterior = localize(temper(model, nbeta, n=n, factors=factors), center, gamma)
     if restrict_to is not None:
         restrict_to = (restrict_to,) if isinstance(restrict_to, str) else tuple(restrict_to)
         posterior = restrict(posterior, restrict_to)
