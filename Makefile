@@ -82,6 +82,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(VENV)/bin/python benchmarks/sgld_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/devinterp_compare.py
+	$(BENCH_VENV)/bin/python benchmarks/kernels_blackjax.py
 	$(BENCH_VENV)/bin/python benchmarks/scaling.py
 	$(BENCH_VENV)/bin/python benchmarks/pythia_shape.py
 
