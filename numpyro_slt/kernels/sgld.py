@@ -123,7 +123,8 @@ class SGLD(SGMCMCKernel):
     Wrap a model with :func:`numpyro_slt.temper` and :func:`numpyro_slt.localize` and sample it with
     ``numpyro.infer.MCMC(SGLD(model, step_size), num_warmup=..., num_samples=...)``. ``num_warmup``
     steps are burn-in: their draws are not kept and their losses do not enter the LLC. Chains start
-    at the localization center unless ``init_params`` is given to ``MCMC.run``. A model that was not
+    at the localization center unless ``init_params`` is given to ``MCMC.run`` (sites without a
+    center start at ``init_strategy``'s value for each chain's key). A model that was not
     tempered is sampled at β = 1 (nβ = n), i.e. ordinary SGLD on its posterior.
 
     The MALA acceptance estimate of each move from z to z' is min(1, exp(a)) with
