@@ -75,7 +75,8 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 # Benchmarks (not part of `make test`): SGLD overhead in MCMC (~3 min), then numpyro-slt against
-# devinterp and BlackJAX (11.5 min on 2 shared cores), then the scaling sweeps against devinterp
+# devinterp and BlackJAX (11.5 min on 2 shared cores), then SGLD, SGHMC and SGNHT against
+# BlackJAX's kernels (~3.5 min on 2 shared cores), then the scaling sweeps against devinterp
 # (15 min on 2 shared cores), then devinterp's susceptibilities() against numpyro-slt on an
 # imported GPT-NeoX of Pythia-14M's shape (~12 min at load ~2, 21 min at load 5-6); results in
 # benchmarks/results/.

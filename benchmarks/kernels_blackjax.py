@@ -11,11 +11,12 @@ gradient of U(w) = nβ·L_B(w) + (γ/2)·‖w − w*‖² (docs/formulas.md) and
 * **BlackJAX**: a jitted ``lax.scan`` of ``steps`` calls of the algorithm's ``step`` with
   ``randint`` minibatch indices and the gradient ∇log p = −∇U of the same potential written in
   JAX; nothing else is computed. The parameters map as each kernel's docstring says:
-  ``sgld`` with h = ε/2; ``sghmc`` with h = √η, a = α/h and ``num_integration_steps`` = 1
-  (BlackJAX's ``sghmc`` takes one minibatch per call for all its integration steps and
-  resamples the momentum at every call; one step a call gives every step a fresh minibatch, as
-  here, so that the cost per step compares, though the chain is another one);
-  ``sgnht`` with h = √η, a = A/h.
+  ``sgld`` with h = ε/2; ``sgnht`` with h = √η, a = A/h; for SGHMC BlackJAX's integrator
+  ``blackjax.sgmcmc.diffusions.sghmc`` with h = √η, a = α/h, its momentum carried from step to
+  step. (BlackJAX's top-level ``sghmc`` takes one minibatch per call for all its integration
+  steps, resamples the momentum at every call and returns only the position, so with one
+  integration step a call its gradient is dead code that XLA removes; the integrator is the
+  same algorithm as numpyro-slt's, a fresh minibatch every step.)
 
 Models (Gaussian or Bernoulli likelihood, nβ = N/log N, γ = 100): a logistic regression
 (d = 100, N = 20,000, B = 500) and an MLP regression (32 → 128 → 128 → 1, tanh, 20,865
@@ -65,7 +66,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "kernels_blackjax.js
 PACKAGES = ("numpyro-slt", "jax", "jaxlib", "numpyro", "blackjax", "numpy")
 # sampler settings: SGLD's ε, the momentum kernels' η, SGHMC's friction α, SGNHT's diffusion A
 EPSILON, ETA, FRICTION, DIFFUSION = 1e-4, 5e-5, 0.1, 0.01
-BLACKJAX_INTEGRATION_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -184,21 +184,30 @@ def blackjax_runner(problem: Problem, kernel_name: str, steps: int) -> Callable[
     if kernel_name == "sgld":
         algorithm, step_size = blackjax.sgld(grad_log_density), EPSILON / 2
     elif kernel_name == "sghmc":
-        algorithm = blackjax.sghmc(grad_log_density, BLACKJAX_INTEGRATION_STEPS,
-                                   alpha=FRICTION / h)
-        step_size = h
+        integrator = blackjax.sgmcmc.diffusions.sghmc(alpha=FRICTION / h)
     else:
         algorithm, step_size = blackjax.sgnht(grad_log_density, alpha=DIFFUSION / h), h
+
+    def sghmc_step(key, state, idx):
+        position, momentum = state
+        return integrator(key, position, momentum, grad_log_density(position, idx), h)
 
     @jax.jit
     def run(key: jax.Array):
         init_key, key = jax.random.split(key)
-        state = (algorithm.init(problem.center, init_key) if kernel_name == "sgnht"
-                 else algorithm.init(problem.center))
+        if kernel_name == "sghmc":
+            state = (problem.center, blackjax.util.generate_gaussian_noise(init_key,
+                                                                            problem.center))
+        elif kernel_name == "sgnht":
+            state = algorithm.init(problem.center, init_key)
+        else:
+            state = algorithm.init(problem.center)
 
         def body(state, key):
             batch_key, step_key = jax.random.split(key)
             idx = jax.random.randint(batch_key, (problem.batch,), 0, problem.n)
+            if kernel_name == "sghmc":
+                return sghmc_step(step_key, state, idx), None
             return algorithm.step(step_key, state, idx, step_size), None
 
         state, _ = jax.lax.scan(body, state, jax.random.split(key, steps))
@@ -261,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     print(load_line(seconds, before, os.getloadavg()))
     write_results(args.out, {
         "settings": {"steps": steps, "repeats": args.repeats, "epsilon": EPSILON, "eta": ETA,
-                     "friction": FRICTION, "diffusion": DIFFUSION, "pinned": args.pin,
-                     "blackjax_integration_steps": BLACKJAX_INTEGRATION_STEPS},
+                     "friction": FRICTION, "diffusion": DIFFUSION, "pinned": args.pin},
         "environment": {"cpu": cpu_name(), "cpus": os.cpu_count(),
                         "cores_used": len(os.sched_getaffinity(0)),
                         "versions": package_versions(PACKAGES)},
