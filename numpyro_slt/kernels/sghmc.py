@@ -80,8 +80,10 @@ class SGHMC(SGMCMCKernel):
     :param step_size: η > 0.
     :param friction: α ∈ (0, 1] (default 0.1).
     :param preconditioner: as for :class:`~numpyro_slt.SGLD`; G scales the drift and the noise.
-    :param minibatch, init_loss, init_loss_batches, control_variate, keep_draws, init_strategy,
-        max_excess_loss, noise_level, bounding_box: as for :class:`~numpyro_slt.SGLD`.
+
+    The other keyword arguments (``minibatch``, ``init_loss``, ``init_loss_batches``,
+    ``control_variate``, ``keep_draws``, ``init_strategy``, ``max_excess_loss``,
+    ``noise_level``, ``bounding_box``) are those of :class:`~numpyro_slt.SGLD`.
     """
 
     _state_type = SGHMCState

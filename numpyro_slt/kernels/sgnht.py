@@ -75,8 +75,10 @@ class SGNHT(SGMCMCKernel):
     :param step_size: η > 0.
     :param diffusion: A > 0 (default 0.01, devinterp's and BlackJAX's default), the thermostat's
         start ζ₀ and the scale of the injected noise.
-    :param minibatch, init_loss, init_loss_batches, control_variate, keep_draws, init_strategy,
-        max_excess_loss, noise_level, bounding_box: as for :class:`~numpyro_slt.SGLD`.
+
+    The other keyword arguments (``minibatch``, ``init_loss``, ``init_loss_batches``,
+    ``control_variate``, ``keep_draws``, ``init_strategy``, ``max_excess_loss``,
+    ``noise_level``, ``bounding_box``) are those of :class:`~numpyro_slt.SGLD`.
     """
 
     _state_type = SGNHTState
