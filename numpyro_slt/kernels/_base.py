@@ -141,8 +141,11 @@ class SGMCMCKernel(MCMCKernel):
                 and max_excess_loss > 0 and math.isfinite(max_excess_loss)):
             raise ValueError(f"max_excess_loss must be a finite number > 0 or None, got "
                              f"{max_excess_loss!r}")
-        if isinstance(noise_level, bool) or not isinstance(noise_level, int | float) or not (
-                noise_level >= 0 and math.isfinite(noise_level)):
+        try:
+            sigma = float(noise_level) if not isinstance(noise_level, bool) else math.nan
+        except (TypeError, ValueError):
+            sigma = math.nan
+        if not (sigma >= 0 and math.isfinite(sigma)):
             raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}; "
                              "1 (the default) samples the posterior, 0 gives the pure drift")
         if bounding_box is not None:
@@ -161,7 +164,7 @@ class SGMCMCKernel(MCMCKernel):
         self.control_variate = bool(control_variate)
         self.keep_draws = bool(keep_draws)
         self.init_strategy = init_strategy
-        self.noise_level = float(noise_level)
+        self.noise_level = sigma
         self.bounding_box = bounding_box
         self._info: _model.ModelInfo | None = None
         self._reference: tuple[dict[str, jnp.ndarray], float] | None = None

@@ -54,7 +54,7 @@ SGHMCState.__doc__ = """State of one SGHMC chain: the fields of :class:`~numpyro
 """
 
 
-def friction_value(friction: float) -> float:
+def _friction(friction: float) -> float:
     """``friction`` as a float in (0, 1], or a ValueError naming the argument."""
     try:
         value = float(friction)
@@ -105,7 +105,7 @@ class SGHMC(SGMCMCKernel):
         noise_level: float = 1.0,
         bounding_box: float | None = None,
     ):
-        self.friction = friction_value(friction)
+        self.friction = _friction(friction)
         super().__init__(model, step_size, preconditioner=preconditioner, minibatch=minibatch,
                          init_loss=init_loss, init_loss_batches=init_loss_batches,
                          control_variate=control_variate, keep_draws=keep_draws,
