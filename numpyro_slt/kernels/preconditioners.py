@@ -23,7 +23,9 @@ PyTree = Any
 
 
 class Preconditioner(Protocol):
-    """``init(params) -> state`` and ``update(grads, state) -> (metric G, new state)``."""
+    """``init(params) -> state`` and ``update(grads, state) -> (metric G, new state)``; an
+    optional attribute ``statistics = "likelihood"`` asks the kernel for the likelihood part of
+    the gradient instead of ∇U (see the module docstring)."""
 
     def init(self, params: PyTree) -> PyTree: ...
 
