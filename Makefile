@@ -75,13 +75,15 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 # Benchmarks (not part of `make test`): SGLD overhead in MCMC (~3 min), then numpyro-slt against
-# devinterp and BlackJAX (11.5 min on 2 shared cores), then the scaling sweeps against devinterp
+# devinterp and BlackJAX (11.5 min on 2 shared cores), then SGLD, SGHMC and SGNHT against
+# BlackJAX's kernels (~3.5 min on 2 shared cores), then the scaling sweeps against devinterp
 # (15 min on 2 shared cores), then devinterp's susceptibilities() against numpyro-slt on an
 # imported GPT-NeoX of Pythia-14M's shape (~12 min at load ~2, 21 min at load 5-6); results in
 # benchmarks/results/.
 bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(VENV)/bin/python benchmarks/sgld_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/devinterp_compare.py
+	$(BENCH_VENV)/bin/python benchmarks/kernels_blackjax.py
 	$(BENCH_VENV)/bin/python benchmarks/scaling.py
 	$(BENCH_VENV)/bin/python benchmarks/pythia_shape.py
 

@@ -2,10 +2,11 @@
 
 Turn a model (or a loss function, with :func:`loss_model`) into a localized, tempered posterior
 (:func:`temper`, :func:`localize`, :func:`restrict`), choose the sampler's settings with
-:func:`calibrate`, sample it with the :class:`SGLD` kernel inside ``numpyro.infer.MCMC`` (or in
-resumable segments with :func:`sample_checkpointed`), check the chains with :func:`check_chains`,
-and estimate the local learning coefficient with :func:`llc` (or in one call with
-:func:`estimate_llc`), WBIC with :func:`wbic` and susceptibilities with :func:`susceptibilities`.
+:func:`calibrate`, sample it with the :class:`SGLD` kernel (or :class:`SGHMC`, :class:`SGNHT`)
+inside ``numpyro.infer.MCMC`` (or in resumable segments with :func:`sample_checkpointed`), check
+the chains with :func:`check_chains`, and estimate the local learning coefficient with
+:func:`llc` (or in one call with :func:`estimate_llc`), WBIC with :func:`wbic` and
+susceptibilities with :func:`susceptibilities`.
 
 The language-model side lives in :mod:`numpyro_slt.nn` (networks, restricted posteriors,
 observables), :mod:`numpyro_slt.data` (corpora, tokenizer, probes) and :mod:`numpyro_slt.study`;
@@ -21,13 +22,14 @@ from .estimators.pca import per_layer_pca, response_pca
 from .estimators.susceptibility import response_matrix, susceptibilities
 from .estimators.wbic import wbic
 from .handlers import localize, restrict, temper
-from .kernels import SGLD, SGLDState, identity, rmsprop
+from .kernels import SGHMC, SGLD, SGNHT, SGHMCState, SGLDState, SGNHTState, identity, rmsprop
 from .loss_model import LossModel, loss_model
 from .report.chain_health import ChainReport, check_chains
 
 __version__ = "0.1.0"
 
-__all__ = ["SGLD", "SGLDState", "identity", "rmsprop", "temper", "localize", "restrict",
+__all__ = ["SGLD", "SGLDState", "SGHMC", "SGHMCState", "SGNHT", "SGNHTState", "identity",
+           "rmsprop", "temper", "localize", "restrict",
            "llc", "estimate_llc", "wbic", "sample_checkpointed", "CheckpointedRun", "check_chains",
            "ChainReport", "susceptibilities", "response_matrix", "response_pca", "per_layer_pca",
            "find_center", "calibrate", "Calibration", "loss_model", "LossModel", "default_nbeta"]

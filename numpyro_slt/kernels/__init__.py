@@ -1,6 +1,9 @@
-"""MCMC kernels: SGLD and its preconditioners."""
+"""MCMC kernels: SGLD, SGHMC, SGNHT and their preconditioners."""
 
 from .preconditioners import Preconditioner, identity, rmsprop
+from .sghmc import SGHMC, SGHMCState
 from .sgld import SGLD, SGLDState, upgrade_state
+from .sgnht import SGNHT, SGNHTState
 
-__all__ = ["SGLD", "SGLDState", "upgrade_state", "Preconditioner", "identity", "rmsprop"]
+__all__ = ["SGLD", "SGLDState", "SGHMC", "SGHMCState", "SGNHT", "SGNHTState", "upgrade_state",
+           "Preconditioner", "identity", "rmsprop"]
