@@ -111,3 +111,29 @@ def test_restrict_gives_the_llc_of_one_part_of_a_larger_model():
     part = _llc(_two_blocks, center, (x1, x2, y), nbeta=nbeta, sites=["w1"])
     assert abs(whole - 2.5) < 0.3, whole
     assert abs(part - 1.0) < 0.15, part
+
+
+def _mixture(probs, locs):
+    c = numpyro.sample("c", dist.Categorical(probs))
+    numpyro.sample("x", dist.Normal(locs[c], 0.5))
+
+
+def test_sgld_as_a_block_of_numpyro_gibbs_beside_a_discrete_site():
+    """x ~ Σ_c p_c N(loc_c, 0.5²): E[x] = Σ p_c loc_c = 1.3, Var[x] = 4.36. DiscreteGibbs
+    updates c given x; SGLD moves x given c, its gradient refreshed whenever c changes."""
+    from numpyro.diagnostics import effective_sample_size
+    from numpyro.infer import DiscreteGibbs, Gibbs
+    from numpyro.infer.gibbs import discrete_latent_sites
+
+    probs, locs = jnp.array([0.15, 0.3, 0.3, 0.25]), jnp.array([-2.0, 0.0, 2.0, 4.0])
+    kernel = Gibbs([(DiscreteGibbs(_mixture), discrete_latent_sites),
+                    (slt.SGLD(_mixture, 0.05), None)])
+    mcmc = MCMC(kernel, num_warmup=1_000, num_samples=50_000, num_chains=4,
+                chain_method="sequential", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), probs, locs)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"], np.float64)
+    ess = float(effective_sample_size(x))
+    assert ess > 200, ess
+    assert abs(x.mean() - 1.3) < 4 * np.sqrt(4.36 / ess), (x.mean(), ess)
+    # εH/4 = 0.05 (H = 4): SGLD's stationary variance is 1 / (1 − εH/4) ≈ 1.05 times the target
+    assert abs(x.var() / 4.36 - 1.0) < 4 * np.sqrt(2 / ess) + 0.06, (x.var(), ess)

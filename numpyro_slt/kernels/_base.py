@@ -15,6 +15,7 @@ auxiliary variables (momentum, thermostat) and one move (:meth:`SGMCMCKernel._mo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from numpyro.infer import init_to_uniform
+from numpyro.infer.gibbs import GIBBS_SITES_KWARG
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
@@ -324,7 +326,10 @@ class SGMCMCKernel(MCMCKernel):
                     f"(unconstrained values); mismatched names: {sorted(unknown)}"
                 )
         single = is_prng_key(rng_key)
-        if init_params is not None:
+        if init_params is not None and GIBBS_SITES_KWARG in model_kwargs:
+            # a block of numpyro.infer.Gibbs is given its sites' constrained values
+            z0 = _model.unconstrain(info, init_params)
+        elif init_params is not None:
             z0 = dict(init_params)
         elif single:
             z0 = self._start(rng_key, model_args, model_kwargs)
@@ -410,6 +415,35 @@ class SGMCMCKernel(MCMCKernel):
         if getattr(self.preconditioner, "statistics", "potential") == "likelihood":
             grads = self._likelihood_grad(state)
         return self.preconditioner.update(grads, state.precond_state)
+
+    # -- a block of numpyro.infer.Gibbs ---------------------------------------------------------
+
+    def wrap_model(self, wrapper: Callable) -> SGMCMCKernel:
+        """A copy of the kernel on ``wrapper(model)`` (what ``numpyro.infer.Gibbs`` does to its
+        blocks: the wrapped model is conditioned on the other blocks' sites); everything read
+        off the old model is rebuilt at the copy's ``init``."""
+        kernel = copy.copy(self)
+        kernel._model = wrapper(self._model)
+        kernel._info = kernel._reference = kernel._setup_key = None
+        kernel._sample_fn = kernel._init_fns = None
+        return kernel
+
+    def refresh(self, state: NamedTuple, model_args, model_kwargs) -> NamedTuple:
+        """The state at the same position with U, L_B and ∇U evaluated on the model for new
+        arguments (a Gibbs block's new conditioning values) and a fresh minibatch; the chain
+        does not move."""
+        key, batch_key = jax.random.split(state.rng_key)
+        value_and_grad = self._value_and_grad(self.info, model_args, model_kwargs or {})
+        (energy, loss), grad = value_and_grad(state.z, self._draw_indices(self.info, batch_key))
+        return state._replace(z_grad=grad, potential_energy=energy, loss=loss,
+                              grad_norm=jnp.sqrt(sq_norm(grad)), rng_key=key)
+
+    def get_constrain_fn(self, model_args, model_kwargs) -> Callable:
+        """Unconstrained positions to constrained site values by the sites' transforms alone
+        (what a Gibbs sibling is conditioned on; no replay of the model)."""
+        info = self._info if self._info is not None else self._setup(model_args,
+                                                                     model_kwargs or {})
+        return lambda z: _model.constrain(info, z)
 
     def _likelihood_grad(self, state: NamedTuple) -> dict[str, jnp.ndarray]:
         """nβ·∇L_B(z) (with any factor term and unlocalized prior): ∇U minus γ(z − u*)."""

@@ -96,6 +96,15 @@ class ReplayModel:
         args, kwargs = as_jax_arrays((args, kwargs))
         return plate_indices(self.model, fallback="fixed")(*args, **kwargs)
 
+    # The replay of a model counts as that model: ``numpyro.infer.Gibbs`` requires the blocks'
+    # ``kernel.model`` to be equal, and another block holds the model itself.
+    def __eq__(self, other: object) -> bool:
+        target = other.model if isinstance(other, ReplayModel) else other
+        return target == self.model
+
+    def __hash__(self) -> int:
+        return hash(self.model)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
