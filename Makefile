@@ -11,6 +11,11 @@ PYTHON312 := $(shell command -v python3.12 2>/dev/null)
 endif
 VENV312 ?= .venv312
 PYTEST_ARGS ?=
+# Test files run on this many worker processes (pytest-xdist; each file stays on one worker, so
+# its module fixtures are built once). XLA compiles on one thread, so two workers keep both
+# cores busy; PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # `make bench` compares numpyro-slt with devinterp (PyTorch) and BlackJAX in a separate environment.
 # torch is pinned and installed first: 2.13.0 is the CPU build at hand, and letting pip choose
 # another version would download gigabytes; the constraint keeps devinterp from replacing it.
@@ -48,7 +53,7 @@ model: $(VENV)/.installed
 # known-answer runs on Python 3.12 (ArviZ 1.x, DataTree; a newer JAX).
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 ifneq ($(strip $(PYTHON312)),)
 	$(MAKE) test-arviz1
 else
@@ -57,7 +62,7 @@ else
 endif
 
 test-arviz1: $(VENV312)/.installed
-	$(VENV312)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV312)/bin/python -m pytest -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check numpyro_slt tests examples benchmarks

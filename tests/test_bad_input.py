@@ -52,7 +52,7 @@ def test_kernel_options_are_checked(data, kwargs, match):
         slt.SGLD(_posterior(*data), 1e-4, **kwargs)
 
 
-@pytest.mark.parametrize(("alpha", "delta"), [(1.0, 1e-5), (0.0, 1e-5), (0.99, 0.0)])
+@pytest.mark.parametrize(("alpha", "delta"), [(1.5, 1e-5), (0.0, 1e-5), (0.99, 0.0)])
 def test_rmsprop_arguments_are_checked(alpha, delta):
     with pytest.raises(ValueError, match="alpha|delta"):
         slt.rmsprop(alpha, delta)
