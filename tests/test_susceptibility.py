@@ -183,9 +183,11 @@ def test_linear_response_finite_difference_matches_the_covariance():
     args = tuple(np.asarray(a, np.float32) for a in (x, y, x_probe, y_probe))
 
     def draws_at(weight):
-        weighted = _weight_sites(model, {"y": 1.0 - weight, "y_probe": weight})
-        posterior = slt.localize(slt.temper(weighted, nbeta), {"w": w_star.astype(np.float32)},
-                                 gamma)
+        # U = nβ·((1 − h)·L_q + h·L_q′) with L_q, L_q′ the mean losses of the two sites: each
+        # site's sum divided by its size, then tempered with n = 1 (β = nβ)
+        weighted = _weight_sites(model, {"y": (1.0 - weight) / n, "y_probe": weight / m})
+        posterior = slt.localize(slt.temper(weighted, nbeta, n=1),
+                                 {"w": w_star.astype(np.float32)}, gamma)
         mcmc = MCMC(slt.SGLD(posterior, eps), num_warmup=2_000, num_samples=200_000,
                     num_chains=4, chain_method="vectorized", thinning=4, progress_bar=False)
         mcmc.run(jax.random.PRNGKey(0), *args)
