@@ -47,6 +47,18 @@ def positive_number(name: str, value: Any) -> float:
     return float(value)
 
 
+def positive_float(name: str, value: Any, hint: str) -> float:
+    """``float(value)``, finite and > 0 (anything ``float`` converts: NumPy and JAX scalars too);
+    otherwise a ``ValueError`` naming ``name`` and ending with ``hint``, what to pass instead."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}; {hint}") from None
+    if not (number > 0.0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}; {hint}")
+    return number
+
+
 def nonnegative_number(name: str, value: Any) -> float:
     """``value`` as a finite ``float`` ≥ 0."""
     if not _is_real(value) or not math.isfinite(value) or value < 0:

@@ -36,6 +36,8 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
+from ._validate import positive_float
+
 __all__ = ["temper", "localize", "restrict", "is_likelihood_site", "is_latent_site",
            "is_factor_site", "FlatPrior", "MaskedPrior"]
 
@@ -134,7 +136,7 @@ class temper(Messenger):
 
     def __init__(self, fn: Callable | None = None, nbeta: float = 1.0, n: int | None = None,
                  factors: Factors = None):
-        nbeta = _positive_float(nbeta, "nbeta", "e.g. nbeta=30.0 (the paper's value)")
+        nbeta = positive_float("nbeta", nbeta, "e.g. nbeta=30.0 (the paper's value)")
         if n is not None and (isinstance(n, bool) or int(n) != n or n <= 0):
             raise ValueError(
                 f"n must be a positive integer (the number of observations), got {n!r}"
@@ -623,13 +625,3 @@ class MaskedPrior(dist.Distribution):
         prior_batch = len(self.prior.batch_shape)
         return jnp.sum(log_prob, axis=tuple(range(jnp.ndim(log_prob) - prior_batch,
                                                   jnp.ndim(log_prob))))
-
-
-def _positive_float(value: Any, name: str, hint: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}; {hint}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}; {hint}")
-    return value

@@ -28,6 +28,7 @@ from numpyro.infer.gibbs import GIBBS_SITES_KWARG
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
+from .._validate import positive_float
 from . import _model
 from ._steps import (
     draw_indices,
@@ -42,7 +43,7 @@ from ._steps import (
 )
 from .preconditioners import Preconditioner, _Identity, identity
 
-__all__ = ["SGMCMCKernel", "Move", "upgrade_state"]
+__all__ = ["SGMCMCKernel", "MomentumKernel", "Move", "upgrade_state"]
 
 PyTree = Any
 
@@ -83,16 +84,6 @@ class Move(NamedTuple):
     dynamics: dict[str, Any]
 
 
-def _positive(name: str, value: Any, hint: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}; {hint}")
-    return value
-
-
 class SGMCMCKernel(MCMCKernel):
     """The integrator-independent part of the package's SG-MCMC kernels (see the module
     docstring). Subclasses set ``_state_type``, ``_extra_fields``, :meth:`_drift_scale`,
@@ -120,7 +111,7 @@ class SGMCMCKernel(MCMCKernel):
     ):
         if not callable(model):
             raise ValueError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        step_size = _positive(
+        step_size = positive_float(
             "step_size", step_size,
             "it scales as 1/(nβ times the curvature of L_n): the docs use 1e-5 at nβ = n/log n "
             "≈ 2,000 (quick start) and 1e-3 at nβ = 30 (a transformer head); check that "
@@ -150,7 +141,7 @@ class SGMCMCKernel(MCMCKernel):
             raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}; "
                              "1 (the default) samples the posterior, 0 gives the pure drift")
         if bounding_box is not None:
-            bounding_box = _positive(
+            bounding_box = positive_float(
                 "bounding_box", bounding_box,
                 "it is the half-width of the box u* ± bounding_box each coordinate is clamped "
                 "to; pass None for no box")
@@ -574,3 +565,22 @@ class SGMCMCKernel(MCMCKernel):
         local = (c * shared.pop() * state.distance if from_distance
                  else c * jnp.sqrt(pull_sq))
         return c * jnp.sqrt(likelihood_sq), local, jnp.sqrt(noise_sq)
+
+
+class MomentumKernel(SGMCMCKernel):
+    """What SGHMC and SGNHT share: a momentum v moves the position, w ← w + v, with the drift
+    η·G⊙∇U (η = ``step_size``), so their MALA diagnostic is SGLD's at ε = 2η; the momentum starts
+    at √η·ξ, ξ ~ N(0, I), drawn with the chain's key."""
+
+    @property
+    def _drift_scale(self) -> float:
+        return self.step_size
+
+    @property
+    def _langevin_step(self) -> float:
+        return 2.0 * self.step_size
+
+    def _init_dynamics(self, key, z: dict[str, jnp.ndarray]) -> dict[str, Any]:
+        xi = normal_like(jax.random.fold_in(key, MOMENTUM_KEY), z)
+        scale = math.sqrt(self.step_size)
+        return {"momentum": jax.tree.map(lambda x: scale * x, xi)}

@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -36,8 +35,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.infer import init_to_uniform
 
-from ._base import MOMENTUM_KEY, Move, SGMCMCKernel
-from ._steps import normal_like
+from ._base import MomentumKernel, Move
 from .preconditioners import Preconditioner
 from .sgld import SGLDState
 
@@ -66,7 +64,7 @@ def _friction(friction: float) -> float:
     return value
 
 
-class SGHMC(SGMCMCKernel):
+class SGHMC(MomentumKernel):
     """Stochastic-gradient HMC for a (tempered, localized) NumPyro model; the update is in the
     module docstring. Use it as :class:`~numpyro_slt.SGLD`: ``numpyro.infer.MCMC(SGHMC(model,
     step_size), num_warmup=..., num_samples=...)`` and :func:`numpyro_slt.llc` of the run.
@@ -111,19 +109,6 @@ class SGHMC(SGMCMCKernel):
                          control_variate=control_variate, keep_draws=keep_draws,
                          init_strategy=init_strategy, max_excess_loss=max_excess_loss,
                          noise_level=noise_level, bounding_box=bounding_box)
-
-    @property
-    def _drift_scale(self) -> float:
-        return self.step_size
-
-    @property
-    def _langevin_step(self) -> float:
-        return 2.0 * self.step_size
-
-    def _init_dynamics(self, key, z):
-        xi = normal_like(jax.random.fold_in(key, MOMENTUM_KEY), z)
-        scale = math.sqrt(self.step_size)
-        return {"momentum": jax.tree.map(lambda x: scale * x, xi)}
 
     def _move(self, state: SGHMCState, metric, noise) -> Move:
         """v' = (1 − α)v − ηG⊙∇U + σ√(2αηG)⊙ξ, w' = w + v'; the noise term read off it is

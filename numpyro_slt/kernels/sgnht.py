@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 from numpyro.infer import init_to_uniform
 
-from ._base import MOMENTUM_KEY, Move, SGMCMCKernel
-from ._steps import normal_like, sq_norm
+from .._validate import positive_float
+from ._base import MomentumKernel, Move
+from ._steps import sq_norm
 from .sgld import SGLDState
 
 __all__ = ["SGNHT", "SGNHTState"]
@@ -61,7 +62,7 @@ and
 """
 
 
-class SGNHT(SGMCMCKernel):
+class SGNHT(MomentumKernel):
     """Stochastic-gradient Nosé–Hoover thermostat for a (tempered, localized) NumPyro model; the
     update is in the module docstring. Use it as :class:`~numpyro_slt.SGLD`:
     ``numpyro.infer.MCMC(SGNHT(model, step_size), ...)`` and :func:`numpyro_slt.llc` of the run.
@@ -100,33 +101,16 @@ class SGNHT(SGMCMCKernel):
         noise_level: float = 1.0,
         bounding_box: float | None = None,
     ):
-        try:
-            diffusion = float(diffusion)
-        except (TypeError, ValueError):
-            raise ValueError(f"diffusion must be a number > 0, got {diffusion!r}") from None
-        if not (diffusion > 0.0 and math.isfinite(diffusion)):
-            raise ValueError(f"diffusion must be finite and > 0, got {diffusion!r}; devinterp's "
-                             "default is 0.01")
-        self.diffusion = diffusion
+        self.diffusion = positive_float("diffusion", diffusion, "devinterp's default is 0.01")
         super().__init__(model, step_size, minibatch=minibatch, init_loss=init_loss,
                          init_loss_batches=init_loss_batches, control_variate=control_variate,
                          keep_draws=keep_draws, init_strategy=init_strategy,
                          max_excess_loss=max_excess_loss, noise_level=noise_level,
                          bounding_box=bounding_box)
 
-    @property
-    def _drift_scale(self) -> float:
-        return self.step_size
-
-    @property
-    def _langevin_step(self) -> float:
-        return 2.0 * self.step_size
-
     def _init_dynamics(self, key, z):
-        xi = normal_like(jax.random.fold_in(key, MOMENTUM_KEY), z)
-        scale = math.sqrt(self.step_size)
         dtype = jnp.result_type(*jax.tree.leaves(z))
-        return {"momentum": jax.tree.map(lambda x: scale * x, xi),
+        return {**super()._init_dynamics(key, z),
                 "thermostat": jnp.asarray(self.diffusion, dtype=dtype)}
 
     def _move(self, state: SGNHTState, metric, noise) -> Move:
