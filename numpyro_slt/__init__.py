@@ -6,7 +6,7 @@ Turn a model (or a loss function, with :func:`loss_model`) into a localized, tem
 inside ``numpyro.infer.MCMC`` (or in resumable segments with :func:`sample_checkpointed`), check
 the chains with :func:`check_chains`, and estimate the local learning coefficient with
 :func:`llc` (or in one call with :func:`estimate_llc`), WBIC with :func:`wbic` and
-susceptibilities with :func:`susceptibilities`.
+susceptibilities with :func:`susceptibilities`, and Bayesian influence with :func:`bif`.
 
 The language-model side lives in :mod:`numpyro_slt.nn` (networks, restricted posteriors,
 observables), :mod:`numpyro_slt.data` (corpora, tokenizer, probes) and :mod:`numpyro_slt.study`;
@@ -17,6 +17,7 @@ compilation helpers in :mod:`numpyro_slt.utils`. None of them is imported here, 
 from .calibration import Calibration, calibrate
 from .center import find_center
 from .checkpoint import CheckpointedRun, sample_checkpointed
+from .estimators.bif import bif, loss_kernel
 from .estimators.llc import default_nbeta, estimate_llc, llc
 from .estimators.pca import per_layer_pca, response_pca
 from .estimators.susceptibility import response_matrix, susceptibilities
@@ -31,5 +32,6 @@ __version__ = "0.1.0"
 __all__ = ["SGLD", "SGLDState", "SGHMC", "SGHMCState", "SGNHT", "SGNHTState", "identity",
            "rmsprop", "temper", "localize", "restrict",
            "llc", "estimate_llc", "wbic", "sample_checkpointed", "CheckpointedRun", "check_chains",
-           "ChainReport", "susceptibilities", "response_matrix", "response_pca", "per_layer_pca",
+           "ChainReport", "bif", "loss_kernel", "susceptibilities", "response_matrix",
+           "response_pca", "per_layer_pca",
            "find_center", "calibrate", "Calibration", "loss_model", "LossModel", "default_nbeta"]
