@@ -19,6 +19,7 @@ from .center import find_center
 from .checkpoint import CheckpointedRun, sample_checkpointed
 from .estimators.bif import bif, loss_kernel
 from .estimators.llc import default_nbeta, estimate_llc, llc
+from .estimators.patterning import patterning
 from .estimators.pca import per_layer_pca, response_pca
 from .estimators.susceptibility import response_matrix, susceptibilities
 from .estimators.wbic import wbic
@@ -32,6 +33,6 @@ __version__ = "0.1.0"
 __all__ = ["SGLD", "SGLDState", "SGHMC", "SGHMCState", "SGNHT", "SGNHTState", "identity",
            "rmsprop", "temper", "localize", "restrict",
            "llc", "estimate_llc", "wbic", "sample_checkpointed", "CheckpointedRun", "check_chains",
-           "ChainReport", "bif", "loss_kernel", "susceptibilities", "response_matrix",
+           "ChainReport", "bif", "loss_kernel", "patterning", "susceptibilities", "response_matrix",
            "response_pca", "per_layer_pca",
            "find_center", "calibrate", "Calibration", "loss_model", "LossModel", "default_nbeta"]
