@@ -19,6 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
+from .._validate import positive_float
+
 __all__ = ["patterning"]
 
 
@@ -39,8 +41,7 @@ def patterning(response: xr.DataArray, targets: Mapping[str, float], *, nbeta: f
     """
     matrix = _checked_response(response)
     chosen, delta = _checked_targets(matrix, targets)
-    if not (isinstance(nbeta, int | float) and np.isfinite(nbeta) and nbeta > 0):
-        raise ValueError(f"nbeta must be a positive number, got {nbeta!r}")
+    nbeta = positive_float("nbeta", nbeta, "pass the nβ of the runs that estimated response")
     system = nbeta * matrix.sel(component=chosen).transpose("component", "probe").values
     weights = np.linalg.pinv(system) @ delta
     if nonnegative and np.any(weights < 0):
